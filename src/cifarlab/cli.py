@@ -1,0 +1,216 @@
+"""The ``cifarlab`` command: subcommands that parse arguments and call the library, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+import yaml
+
+from .errors import CifarlabError
+
+log = logging.getLogger("cifarlab")
+
+
+def _parse_overrides(tokens: list[str]) -> dict[str, Any]:
+    """``--key value`` / ``--key=value`` pairs; values are read as YAML (numbers, lists, booleans)."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("--") or len(tok) == 2:
+            raise CifarlabError(f"unexpected argument '{tok}'; config keys are given as --key value")
+        key, eq, value = tok[2:].partition("=")
+        if not eq:
+            if i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+                value = tokens[i + 1]
+                i += 1
+            else:
+                value = "true"
+        try:
+            out[key.replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key.replace("-", "_")] = value
+        i += 1
+    return out
+
+
+def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    from .train import train
+
+    overrides = _parse_overrides(extra)
+    for key in ("epochs", "seed", "out", "val_split"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    if args.resume:
+        train(resume=args.resume, data=args.data, **overrides)
+        return 0
+    if not args.recipe and not overrides.get("model"):
+        raise CifarlabError("give --recipe NAME (cifarlab recipes lists them) or at least --model NAME")
+    train(args.recipe, data=args.data, **overrides)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
+    from .evaluate import evaluate
+    from .evaluate.evaluate import format_report
+
+    m = evaluate(args.checkpoint, args.data, split=args.split, out=args.out, batch_size=args.batch_size,
+                 device=args.device, tta_flip=args.tta)
+    print(format_report(m))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
+    from .evaluate import predict
+
+    res = predict(args.checkpoint, args.input, args.out, tta_flip=args.tta, label_names=args.label_names,
+                  batch_size=args.batch_size, device=args.device)
+    print(f"wrote {len(res['ids'])} predictions to {res['out']}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
+    from .models import create_model, list_models, summarize
+
+    print(f"{'model':<16} {'parameters':>12} {'MACs/image':>15}")
+    for name in list_models():
+        s = summarize(create_model(name, num_classes=args.num_classes or (100 if name == "seed004_resnet" else 10)))
+        print(f"{name:<16} {s.total_params:>12,} {s.macs:>15,}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace, extra: list[str]) -> int:
+    from .models import create_model, parse_budget, summarize
+
+    num_classes = args.num_classes or (100 if args.model == "seed004_resnet" else 10)
+    s = summarize(create_model(args.model, num_classes=num_classes))
+    print(s.table())
+    if args.budget:
+        budget = parse_budget(args.budget)
+        if s.total_params > budget:
+            print(f"OVER BUDGET: {s.total_params:,} parameters > {budget:,}", file=sys.stderr)
+            return 1
+        print(f"within budget: {s.total_params:,} <= {budget:,} parameters")
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace, extra: list[str]) -> int:
+    from .config import find_recipe, list_recipes
+
+    for name in list_recipes():
+        first = find_recipe(name).read_text().splitlines()[0].lstrip("# ").strip()
+        print(f"{name:<20} {first}")
+    return 0
+
+
+def cmd_data_download(args: argparse.Namespace, extra: list[str]) -> int:
+    from .data import download
+
+    print(f"ready: {download(args.name, args.to)}")
+    return 0
+
+
+def cmd_data_stats(args: argparse.Namespace, extra: list[str]) -> int:
+    from .data import dataset_stats, load_cached, open_source
+
+    source = open_source(args.path)
+    data = load_cached(source, args.split, args.label_mode)
+    st = dataset_stats(data.images, data.labels, data.classes)
+    if args.json:
+        print(json.dumps(st.__dict__, indent=2))
+        return 0
+    print(f"{source.kind} '{args.split}' split at {source.path}: {st.count} images "
+          f"{tuple(data.images.shape[1:])}, {len(data.classes)} classes")
+    print("mean (R G B): " + " ".join(f"{v:.4f}" for v in st.mean))
+    print("std  (R G B): " + " ".join(f"{v:.4f}" for v in st.std))
+    print(f"grayscale images: {st.grayscale}")
+    print("class counts: " + ", ".join(f"{k} {v}" for k, v in st.class_counts.items()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cifarlab", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model from a recipe; any config key can be given as --key value")
+    t.add_argument("--recipe", help="recipe name or YAML file (a run's config.yaml re-runs it)")
+    t.add_argument("--data", help="CIFAR directory, image folder or .tar.gz")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--out", help="run directory (default runs/<recipe>-<time>)")
+    t.add_argument("--val-split", dest="val_split", type=float, help="validation share (0 = none)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint: loss, top-1/2/3, per-class, confusion matrix")
+    e.add_argument("checkpoint")
+    e.add_argument("--data", help="default: the data the checkpoint was trained on")
+    e.add_argument("--split", choices=["val", "test", "train"], help="default: val if the run had one, else test")
+    e.add_argument("--out", help="output directory (default: eval/ beside the checkpoint)")
+    e.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
+    e.add_argument("--batch-size", type=int, default=500)
+    e.add_argument("--device", default="auto")
+    e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("predict", help="label unlabeled images; writes a Kaggle ID,Labels CSV")
+    r.add_argument("checkpoint")
+    r.add_argument("--input", nargs="+", required=True, help="unlabeled pickle, image folder or image files")
+    r.add_argument("--out", default="submission.csv")
+    r.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
+    r.add_argument("--label-names", action="store_true", help="write class names instead of indices")
+    r.add_argument("--batch-size", type=int, default=500)
+    r.add_argument("--device", default="auto")
+    r.set_defaults(func=cmd_predict)
+
+    m = sub.add_parser("models", help="list registered models with parameters and MACs")
+    m.add_argument("--num-classes", type=int)
+    m.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("summary", help="layer table of a model (torchsummary format)")
+    s.add_argument("model")
+    s.add_argument("--num-classes", type=int)
+    s.add_argument("--budget", help="exit non-zero when the model has more parameters, e.g. 5M")
+    s.set_defaults(func=cmd_summary)
+
+    rc = sub.add_parser("recipes", help="list the bundled recipes")
+    rc.set_defaults(func=cmd_recipes)
+
+    d = sub.add_parser("data", help="download datasets and inspect them")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dl = dsub.add_parser("download", help="fetch an official archive, check its MD5, extract it safely")
+    dl.add_argument("name", choices=["cifar10", "cifar10-binary", "cifar100"])
+    dl.add_argument("--to", required=True, help="target directory")
+    dl.set_defaults(func=cmd_data_download)
+    ds = dsub.add_parser("stats", help="per-channel mean/std (float64), class counts, grayscale count")
+    ds.add_argument("path")
+    ds.add_argument("--split", default="train")
+    ds.add_argument("--label-mode", default="fine", choices=["fine", "coarse"])
+    ds.add_argument("--json", action="store_true")
+    ds.set_defaults(func=cmd_data_stats)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        return args.func(args, extra)
+    except CifarlabError as exc:
+        print(f"cifarlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cifarlab: interrupted; the last completed epoch's last.pt is kept "
+              "(continue with: cifarlab train --resume RUN_DIR)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,231 @@
+"""Run configuration: one dataclass holds every knob of a training run.
+
+Precedence is defaults < recipe file < keyword/CLI overrides. The resolved config is written into the run
+directory as ``config.yaml``, and that file alone is a valid recipe that re-runs the same training.
+Unknown keys and values of the wrong type are rejected with the key named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import CifarlabError
+
+
+@dataclass
+class Config:
+    # --- what to train -----------------------------------------------------------------------------------
+    model: str = "resnet18"  # registered model name (`cifarlab models` lists them)
+    model_args: dict = field(default_factory=dict)  # extra keyword arguments for the model factory
+    dropout: float = 0.0  # dropout probability before the classifier (0 = off)
+    block_dropout: float = 0.0  # Dropout2d probability inside residual blocks (0 = off)
+
+    # --- data ------------------------------------------------------------------------------------------
+    data: str = ""  # dataset source: CIFAR directory, image folder or .tar.gz
+    label_mode: str = "fine"  # CIFAR-100 only: "fine" (100 classes) or "coarse" (20 superclasses)
+    val_split: float = 0.1  # held-out validation share of the training split (<1: fraction, >=1: count; 0 = none)
+    split_seed: int = 0  # seed of the stratified train/val split (independent of `seed`)
+    mean: Any = "auto"  # per-channel normalization mean in [0,1] units, or "auto" = training-split mean
+    std: Any = "auto"  # per-channel normalization std in [0,1] units, or "auto" = training-split std
+    augment: list = field(default_factory=list)  # ordered list of {name: ..., **options} batch augmentations
+
+    # --- optimization ----------------------------------------------------------------------------------
+    epochs: int = 30  # passes over the training split
+    batch_size: int = 128  # training images per optimizer step
+    eval_batch_size: int = 500  # images per forward pass when evaluating
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.1  # peak learning rate (for `cyclic`, the cycle's upper bound)
+    momentum: float = 0.9  # SGD momentum (Adam's beta1 is `betas[0]`)
+    nesterov: bool = False  # Nesterov momentum for SGD
+    betas: list = field(default_factory=lambda: [0.9, 0.999])  # Adam/AdamW moment decay rates
+    weight_decay: float = 5e-4  # L2 penalty (SGD/Adam) or decoupled decay (AdamW), per step
+    no_decay_bn_bias: bool = False  # exempt BatchNorm weights and all biases from weight decay
+    label_smoothing: float = 0.0  # cross-entropy label smoothing in [0, 1)
+    grad_clip: float = 0.0  # max global gradient L2 norm (0 = no clipping)
+
+    # --- learning-rate schedule (pure functions of the step, see train/schedules.py) ---------------------
+    schedule: str = "cosine"  # constant | multistep | exponential | cosine | cyclic | onecycle | plateau
+    schedule_interval: str = "step"  # "step": LR changes every step; "epoch": held constant within an epoch
+    warmup_epochs: float = 0.0  # linear warm-up length in epochs (cosine, constant, multistep, exponential)
+    min_lr: float = 0.0  # floor of cosine annealing, in LR units
+    milestones: list = field(default_factory=list)  # multistep: epochs at which LR is multiplied by `gamma`
+    gamma: float = 0.1  # multistep factor; exponential: per-epoch factor; cyclic exp_range: per-step factor
+    cyclic_mode: str = "triangular"  # cyclic: triangular | triangular2 | exp_range
+    cyclic_base_lr: float = 1e-6  # cyclic: lower bound of the cycle
+    cyclic_step_size: int = 2000  # cyclic: steps in each half cycle
+    onecycle_pct_start: float = 0.3  # onecycle: fraction of training spent rising
+    onecycle_div_factor: float = 25.0  # onecycle: start LR = lr / div_factor
+    onecycle_final_div_factor: float = 1e4  # onecycle: final LR = start LR / final_div_factor
+    plateau_metric: str = "val_top1"  # plateau: metric watched (val_top1, val_loss, ...)
+    plateau_factor: float = 0.1  # plateau: LR multiplier on a plateau
+    plateau_patience: int = 10  # plateau: epochs without improvement before reducing
+    plateau_cooldown: int = 0  # plateau: epochs to wait after a reduction before counting again
+    plateau_threshold: float = 1e-4  # plateau: relative improvement that counts as better
+
+    # --- run control -----------------------------------------------------------------------------------
+    seed: int = 0  # seed of weights init, data order and augmentation
+    deterministic: bool = False  # force deterministic kernels (slower; bit-reproducible on one machine)
+    best_metric: str = "val_top1"  # metric that selects best.pt (val_top1/2/3 maximized, val_loss minimized)
+    early_stop_patience: int = 0  # stop after this many epochs without a new best (0 = never)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # CPU threads for torch (0 = torch's default)
+    channels_last: bool = False  # NHWC memory format (faster on GPUs with tensor cores)
+    out: str = ""  # run directory ("" = runs/<recipe>-<timestamp>)
+    recipe: str = ""  # name of the recipe this config came from (informational)
+    progress: bool = True  # show a progress bar
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _type_of(name: str) -> Any:
+    hints = typing.get_type_hints(Config)
+    return hints[name]
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check `value` against the declared type of field `name`, converting the safe cases (int -> float)."""
+    typ = _type_of(name)
+    if typ is Any or isinstance(typ, types.UnionType):
+        return value
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif typ is str:
+        if isinstance(value, str):
+            return value
+        if value is None:
+            return ""
+    elif typ is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    elif typ is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    raise CifarlabError(f"config key '{name}' expects {typ.__name__}, got {value!r}")
+
+
+_CHOICES = {
+    "optimizer": ("sgd", "adam", "adamw"),
+    "schedule": ("constant", "multistep", "exponential", "cosine", "cyclic", "onecycle", "plateau"),
+    "schedule_interval": ("step", "epoch"),
+    "cyclic_mode": ("triangular", "triangular2", "exp_range"),
+    "label_mode": ("fine", "coarse"),
+    "best_metric": ("val_top1", "val_top2", "val_top3", "val_loss"),
+    "plateau_metric": ("val_top1", "val_top2", "val_top3", "val_loss"),
+}
+
+
+def validate(cfg: Config) -> Config:
+    """Reject values no run could use, naming the key."""
+    for key, choices in _CHOICES.items():
+        if getattr(cfg, key) not in choices:
+            raise CifarlabError(f"config key '{key}' must be one of {', '.join(choices)}; got {getattr(cfg, key)!r}")
+    for key in ("lr", "weight_decay", "dropout", "block_dropout", "label_smoothing", "grad_clip", "val_split",
+                "min_lr", "warmup_epochs"):
+        if getattr(cfg, key) < 0:
+            raise CifarlabError(f"config key '{key}' must be >= 0; got {getattr(cfg, key)}")
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        if getattr(cfg, key) < 1:
+            raise CifarlabError(f"config key '{key}' must be >= 1; got {getattr(cfg, key)}")
+    if not 0 <= cfg.dropout < 1 or not 0 <= cfg.block_dropout < 1 or not 0 <= cfg.label_smoothing < 1:
+        raise CifarlabError("config keys 'dropout', 'block_dropout' and 'label_smoothing' must be in [0, 1)")
+    for key in ("mean", "std"):
+        val = getattr(cfg, key)
+        if val != "auto" and not (isinstance(val, (list, tuple)) and len(val) == 3
+                                  and all(isinstance(v, (int, float)) for v in val)):
+            raise CifarlabError(f"config key '{key}' must be 'auto' or a list of 3 numbers; got {val!r}")
+    if cfg.std != "auto" and any(v <= 0 for v in cfg.std):
+        raise CifarlabError(f"config key 'std' must be positive; got {cfg.std}")
+    if len(cfg.betas) != 2:
+        raise CifarlabError(f"config key 'betas' must be a list of 2 numbers; got {cfg.betas}")
+    for i, aug in enumerate(cfg.augment):
+        if not isinstance(aug, dict) or "name" not in aug:
+            raise CifarlabError(f"config key 'augment' item {i} must be a mapping with a 'name'; got {aug!r}")
+    return cfg
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """Return a copy of `cfg` with `overrides` applied; unknown keys name the valid ones."""
+    values = dataclasses.asdict(cfg)
+    for key, value in overrides.items():
+        key = key.replace("-", "_")
+        if key not in FIELDS:
+            raise CifarlabError(f"unknown config key '{key}'; valid keys: {', '.join(sorted(FIELDS))}")
+        values[key] = _coerce(key, value)
+    return Config(**values)
+
+
+def recipe_dirs() -> list[Path]:
+    """Where named recipes are looked up: the packaged copy, then the repository's `recipes/`."""
+    dirs = []
+    packaged = resources.files("cifarlab") / "recipes"
+    if packaged.is_dir():
+        dirs.append(Path(str(packaged)))
+    repo = Path(__file__).resolve().parents[2] / "recipes"
+    if repo.is_dir():
+        dirs.append(repo)
+    return dirs
+
+
+def list_recipes() -> list[str]:
+    names = set()
+    for d in recipe_dirs():
+        names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+def find_recipe(name: str) -> Path:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise CifarlabError(f"recipe file not found: {name}")
+        return path
+    for d in recipe_dirs():
+        candidate = d / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    raise CifarlabError(f"unknown recipe '{name}'; known recipes: {', '.join(list_recipes())}")
+
+
+def load_recipe(name: str) -> dict[str, Any]:
+    path = find_recipe(name)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise CifarlabError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise CifarlabError(f"recipe {path} must be a mapping of config keys")
+    values.setdefault("recipe", path.stem if path.stem != "config" else values.get("recipe", ""))
+    return values
+
+
+def make_config(recipe: str | None = None, **overrides: Any) -> Config:
+    """defaults < recipe < overrides, validated."""
+    cfg = Config()
+    if recipe:
+        cfg = apply_overrides(cfg, load_recipe(recipe))
+    cfg = apply_overrides(cfg, {k: v for k, v in overrides.items() if v is not None})
+    return validate(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)

@@ -1,0 +1,262 @@
+"""Batched augmentations: whole-batch tensor ops, no per-image Python on the training path.
+
+Each op is a pure function of (images, random draws); the pipeline draws its randomness from a
+``torch.Generator`` seeded per epoch, so a run is reproducible and resumable. Images are float (N,C,H,W)
+in [0, 1]; normalization happens after the pipeline (config keys ``mean``/``std``).
+
+A recipe lists ops in order, e.g. study 000's pipeline::
+
+    augment:
+      - {name: color_jitter, brightness: 0.1, contrast: 0.1, saturation: 0.1, hue: 0.1}
+      - {name: flip}
+      - {name: crop, padding: 4}
+      - {name: flip}
+      - {name: rotate, degrees: 10}
+      - {name: crop, padding: 4}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import CifarlabError
+
+# --------------------------------------------------------------------------------------------------------
+# Pure ops
+# --------------------------------------------------------------------------------------------------------
+
+
+def shift(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, mode: str = "zero") -> torch.Tensor:
+    """Move each image's content by (dy[n], dx[n]) pixels (down/right positive); uncovered pixels are
+    filled with zeros ("zero") or by reflecting the image ("reflect")."""
+    n, c, h, w = x.shape
+    p = int(max(dy.abs().max().item(), dx.abs().max().item(), 0)) if n else 0
+    if p == 0:
+        return x
+    xp = F.pad(x, (p, p, p, p), mode="constant" if mode == "zero" else "reflect")
+    dev = x.device
+    rows = torch.arange(h, device=dev)[None, :] - dy.to(dev)[:, None] + p  # (N, H) source rows in padded
+    cols = torch.arange(w, device=dev)[None, :] - dx.to(dev)[:, None] + p  # (N, W)
+    flat = xp.reshape(n, c, -1)
+    index = (rows[:, :, None] * (w + 2 * p) + cols[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
+    return flat.gather(2, index).reshape(n, c, h, w)
+
+
+def flip_lr(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mirror the images where `mask` is true."""
+    return torch.where(mask.to(x.device)[:, None, None, None], x.flip(3), x)
+
+
+def rotate(x: torch.Tensor, degrees: torch.Tensor, interpolation: str = "nearest") -> torch.Tensor:
+    """Rotate each image about its centre by degrees[n] (counter-clockwise), zero fill outside."""
+    theta = degrees.to(x.device, torch.float32) * (math.pi / 180)
+    cos, sin = theta.cos(), theta.sin()
+    zero = torch.zeros_like(cos)
+    # affine_grid maps output to input coordinates, so the inverse rotation goes here.
+    mat = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(mat, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode=interpolation, padding_mode="zeros", align_corners=False)
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma, as PIL and torchvision compute it: (N,1,H,W)."""
+    return (0.2989 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(1)
+    maxc, _ = x.max(1)
+    minc, _ = x.min(1)
+    delta = maxc - minc
+    s = delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc))
+    dc = torch.where(delta > 0, delta, torch.ones_like(delta))
+    rc, gc, bc = (maxc - r) / dc, (maxc - g) / dc, (maxc - b) / dc
+    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.where(delta > 0, (h / 6.0) % 1.0, torch.zeros_like(h))
+    return torch.stack([h, s, maxc], 1)
+
+
+def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    h, s, v = x.unbind(1)
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.long() % 6
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    # Each sector of the hue circle picks a different arrangement of (v, q, p, t).
+    r = torch.stack([v, q, p, p, t, v], 1).gather(1, i.unsqueeze(1))
+    g = torch.stack([t, v, v, q, p, p], 1).gather(1, i.unsqueeze(1))
+    b = torch.stack([p, p, t, v, v, q], 1).gather(1, i.unsqueeze(1))
+    return torch.cat([r, g, b], 1)
+
+
+def _per_image(f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return f.to(x.device, x.dtype)[:, None, None, None]
+
+
+def adjust_brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    return (x * _per_image(f, x)).clamp(0, 1)
+
+
+def adjust_contrast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    mean = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
+    f = _per_image(f, x)
+    return (f * x + (1 - f) * mean).clamp(0, 1)
+
+
+def adjust_saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    f = _per_image(f, x)
+    return (f * x + (1 - f) * grayscale(x)).clamp(0, 1)
+
+
+def adjust_hue(x: torch.Tensor, shift_frac: torch.Tensor) -> torch.Tensor:
+    hsv = rgb_to_hsv(x)
+    h = (hsv[:, 0] + shift_frac.to(x.device, x.dtype)[:, None, None]) % 1.0
+    return hsv_to_rgb(torch.stack([h, hsv[:, 1], hsv[:, 2]], 1))
+
+
+def cutout(x: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero a size x size square centred at (cy, cx) in each image (clipped at the border)."""
+    _, _, h, w = x.shape
+    top = (cy - size // 2).to(x.device)
+    left = (cx - size // 2).to(x.device)
+    rows = torch.arange(h, device=x.device)[None, :]
+    cols = torch.arange(w, device=x.device)[None, :]
+    in_r = (rows >= top[:, None]) & (rows < top[:, None] + size)
+    in_c = (cols >= left[:, None]) & (cols < left[:, None] + size)
+    mask = (in_r[:, :, None] & in_c[:, None, :]).unsqueeze(1)
+    return x.masked_fill(mask, 0.0)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Recipe-level ops: each draws its randomness and calls a pure op
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    """What an op may depend on besides the images."""
+
+    generator: torch.Generator  # CPU generator, reseeded per epoch
+    epoch: int = 0
+    index: torch.Tensor | None = None  # dataset indices of the batch's images
+    flip_bits: torch.Tensor | None = None  # per-image base bits for alternating flip
+
+
+def _uniform(ctx: Context, n: int, lo: float, hi: float) -> torch.Tensor:
+    return torch.rand(n, generator=ctx.generator) * (hi - lo) + lo
+
+
+def _randint(ctx: Context, n: int, lo: int, hi: int) -> torch.Tensor:
+    """Integers in [lo, hi] inclusive."""
+    return torch.randint(lo, hi + 1, (n,), generator=ctx.generator)
+
+
+def _apply_with_p(ctx: Context, x: torch.Tensor, y: torch.Tensor, p: float) -> torch.Tensor:
+    if p >= 1:
+        return y
+    keep = torch.rand(len(x), generator=ctx.generator) < p
+    return torch.where(keep.to(x.device)[:, None, None, None], y, x)
+
+
+def op_crop(x, ctx, padding: int = 4, mode: str = "zero"):
+    """torchvision RandomCrop(size, padding): pad by `padding`, take a random crop of the original size."""
+    n = len(x)
+    return shift(x, _randint(ctx, n, -padding, padding), _randint(ctx, n, -padding, padding), mode)
+
+
+def op_translate(x, ctx, max_shift: int = 2, mode: str = "reflect"):
+    """Shift content by up to `max_shift` pixels each way; the border is reflected (airbench style)."""
+    n = len(x)
+    return shift(x, _randint(ctx, n, -max_shift, max_shift), _randint(ctx, n, -max_shift, max_shift), mode)
+
+
+def op_flip(x, ctx, p: float = 0.5):
+    """Mirror each image with probability p."""
+    return flip_lr(x, torch.rand(len(x), generator=ctx.generator) < p)
+
+
+def op_alternating_flip(x, ctx):
+    """Mirror each image exactly every other epoch: a fixed random bit per image decides epoch 0, and each
+    later epoch inverts the previous choice (airbench's trick: every view is seen, with less variance)."""
+    bits = ctx.flip_bits[ctx.index] if ctx.flip_bits is not None else torch.zeros(len(x), dtype=torch.bool)
+    return flip_lr(x, bits ^ bool(ctx.epoch % 2))
+
+
+def op_rotate(x, ctx, degrees: float = 10.0, p: float = 1.0, interpolation: str = "nearest"):
+    """Rotate by an angle uniform in [-degrees, degrees] with probability p (nearest, as torchvision)."""
+    return _apply_with_p(ctx, x, rotate(x, _uniform(ctx, len(x), -degrees, degrees), interpolation), p)
+
+
+def op_color_jitter(x, ctx, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0,
+                    hue: float = 0.0):
+    """torchvision ColorJitter's factors, applied in the fixed order brightness, contrast, saturation, hue."""
+    n = len(x)
+    if brightness:
+        x = adjust_brightness(x, _uniform(ctx, n, max(0.0, 1 - brightness), 1 + brightness))
+    if contrast:
+        x = adjust_contrast(x, _uniform(ctx, n, max(0.0, 1 - contrast), 1 + contrast))
+    if saturation:
+        x = adjust_saturation(x, _uniform(ctx, n, max(0.0, 1 - saturation), 1 + saturation))
+    if hue:
+        x = adjust_hue(x, _uniform(ctx, n, -hue, hue))
+    return x
+
+
+def op_cutout(x, ctx, size: int = 8, p: float = 1.0):
+    """Zero a random size x size square (its centre anywhere in the image) with probability p."""
+    n, _, h, w = x.shape
+    return _apply_with_p(ctx, x, cutout(x, _randint(ctx, n, 0, h - 1), _randint(ctx, n, 0, w - 1), size), p)
+
+
+OPS: dict[str, Callable] = {
+    "crop": op_crop,
+    "translate": op_translate,
+    "flip": op_flip,
+    "alternating_flip": op_alternating_flip,
+    "rotate": op_rotate,
+    "color_jitter": op_color_jitter,
+    "cutout": op_cutout,
+}
+
+_MODES = {"mode": ("zero", "reflect"), "interpolation": ("nearest", "bilinear")}
+
+
+@dataclass
+class Pipeline:
+    """An ordered list of ops built from recipe specs; validates names and options up front."""
+
+    specs: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        import inspect
+
+        self.steps = []
+        for spec in self.specs:
+            spec = dict(spec)
+            name = spec.pop("name", None)
+            if name not in OPS:
+                raise CifarlabError(f"unknown augmentation '{name}'; valid: {', '.join(OPS)}")
+            params = inspect.signature(OPS[name]).parameters
+            valid = [k for k in params if k not in ("x", "ctx")]
+            for k, v in spec.items():
+                if k not in valid:
+                    raise CifarlabError(f"augmentation '{name}' has no option '{k}'; valid: {', '.join(valid)}")
+                if k in _MODES and v not in _MODES[k]:
+                    raise CifarlabError(f"augmentation '{name}' option '{k}' must be one of {_MODES[k]}; got {v!r}")
+                if k not in _MODES and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
+                    raise CifarlabError(f"augmentation '{name}' option '{k}' must be a number >= 0; got {v!r}")
+            self.steps.append((OPS[name], spec))
+
+    @property
+    def needs_flip_bits(self) -> bool:
+        return any(f is op_alternating_flip for f, _ in self.steps)
+
+    def __call__(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
+        for f, kwargs in self.steps:
+            x = f(x, ctx, **kwargs)
+        return x

@@ -1,0 +1,79 @@
+"""``cifarlab eval``: loss, top-1/2/3, per-class accuracy and the confusion matrix of a checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..data import BatchLoader, load_eval_split
+from ..errors import CifarlabError
+from ..metrics import per_class_accuracy
+from ..train.checkpoint import load_checkpoint, model_from_checkpoint
+from ..train.engine import evaluate_model
+from ..train.trainer import resolve_device
+
+log = logging.getLogger("cifarlab")
+
+
+def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | None = None,
+             out: str | Path | None = None, batch_size: int = 500, device: str = "auto",
+             tta_flip: bool = False) -> dict[str, Any]:
+    """Evaluate `checkpoint` on `split` of `data` (defaults: the data and validation part it trained on).
+
+    Writes ``metrics.json``, ``confusion.csv`` and ``per_class.csv`` into `out` (default: ``eval/`` beside
+    the checkpoint) and returns the metrics.
+    """
+    ckpt = load_checkpoint(checkpoint)
+    cfg = ckpt.get("config", {})
+    data = data or cfg.get("data")
+    if not data:
+        raise CifarlabError("no data given and the checkpoint does not record any: pass --data")
+    split = split or ("val" if cfg.get("val_split", 0) else "test")
+    images = load_eval_split(data, split, cfg.get("val_split", 0.1), cfg.get("split_seed", 0),
+                             cfg.get("label_mode", "fine"))
+    if images.classes and len(images.classes) != ckpt["num_classes"]:
+        raise CifarlabError(f"data has {len(images.classes)} classes but the model predicts {ckpt['num_classes']}")
+    dev = resolve_device(device)
+    model = model_from_checkpoint(ckpt).to(dev)
+    loader = BatchLoader(images, batch_size, mean=ckpt["mean"], std=ckpt["std"], device=dev)
+    res = evaluate_model(model, loader, ckpt["num_classes"], tta_flip=tta_flip, progress=True)
+    classes = ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])]
+    per_class = per_class_accuracy(res["confusion"]).tolist()
+
+    out_dir = Path(out) if out else Path(checkpoint).resolve().parent / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "confusion.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["true\\pred", *classes])
+        for name, row in zip(classes, res["confusion"].tolist(), strict=True):
+            w.writerow([name, *row])
+    with open(out_dir / "per_class.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["class", "accuracy", "count"])
+        for name, acc, cnt in zip(classes, per_class, res["confusion"].sum(1).tolist(), strict=True):
+            w.writerow([name, f"{acc:.4f}", cnt])
+    metrics = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "count": res["count"],
+               "loss": res["loss"], "top1": res["top1"], "top2": res["top2"], "top3": res["top3"],
+               "per_class": dict(zip(classes, per_class, strict=True)), "tta_flip": tta_flip}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    metrics["confusion"] = res["confusion"]
+    metrics["classes"] = classes
+    metrics["out_dir"] = str(out_dir)
+    return metrics
+
+
+def format_report(m: dict[str, Any]) -> str:
+    lines = [f"{m['split']} split of {m['data']}: {m['count']} images",
+             f"loss {m['loss']:.4f}  top1 {100 * m['top1']:.2f}%  top2 {100 * m['top2']:.2f}%  "
+             f"top3 {100 * m['top3']:.2f}%", "", "per-class accuracy:"]
+    width = max(len(c) for c in m["classes"])
+    lines += [f"  {c:<{width}}  {100 * a:6.2f}%" for c, a in m["per_class"].items()]
+    if len(m["classes"]) <= 20:
+        lines += ["", "confusion matrix (rows: true, columns: predicted):"]
+        lines += ["  " + " ".join(f"{v:>5}" for v in row) + f"  {c}"
+                  for c, row in zip(m["classes"], m["confusion"].tolist(), strict=True)]
+    lines.append(f"\nwritten to {m['out_dir']}/ (metrics.json, confusion.csv, per_class.csv)")
+    return "\n".join(lines)

@@ -1,0 +1,85 @@
+"""``cifarlab predict``: label unlabeled images and write a Kaggle submission (``ID,Labels``).
+
+Inputs: the unlabeled CIFAR pickle of study 000, an image folder (searched recursively), or image files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..data import BatchLoader, ImageSet, read_unlabeled_pickle
+from ..data.formats import IMAGE_SUFFIXES
+from ..errors import CifarlabError
+from ..train.checkpoint import load_checkpoint, model_from_checkpoint
+from ..train.engine import evaluate_model
+from ..train.trainer import resolve_device
+
+
+def _read_image(path: Path, size: int = 32) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(path.read_bytes())) as img:
+            img = img.convert("RGB")
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.BILINEAR)
+            return np.asarray(img).transpose(2, 0, 1)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise CifarlabError(f"cannot read image {path}: {exc}") from None
+
+
+def load_inputs(paths: list[str | Path]) -> ImageSet:
+    """Read every input into one unlabeled ImageSet; ids are Kaggle ids or image paths."""
+    sets: list[ImageSet] = []
+    files: list[Path] = []
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if not p.exists():
+            raise CifarlabError(f"input not found: {p}")
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            if not found:
+                raise CifarlabError(f"{p}: no images found")
+            files += found
+        elif p.suffix.lower() in IMAGE_SUFFIXES:
+            files.append(p)
+        else:
+            sets.append(read_unlabeled_pickle(p))
+    if files:
+        images = torch.from_numpy(np.stack([_read_image(f) for f in files]))
+        sets.append(ImageSet(images, torch.full((len(files),), -1), [], ids=[str(f) for f in files]))
+    return ImageSet(torch.cat([s.images for s in sets]), torch.cat([s.labels for s in sets]), [],
+                    ids=[i for s in sets for i in s.ids])
+
+
+def predict(checkpoint: str | Path, inputs: str | Path | list, out: str | Path = "submission.csv", *,
+            tta_flip: bool = False, label_names: bool = False, batch_size: int = 500,
+            device: str = "auto") -> dict[str, Any]:
+    """Predict a class for every input image and write ``ID,Labels`` rows to `out`.
+
+    Labels are class indices (the Kaggle convention), or class names with ``label_names=True``.
+    Returns ids, predicted indices and softmax probabilities.
+    """
+    ckpt = load_checkpoint(checkpoint)
+    data = load_inputs(inputs if isinstance(inputs, list) else [inputs])
+    dev = resolve_device(device)
+    model = model_from_checkpoint(ckpt).to(dev)
+    loader = BatchLoader(data, batch_size, mean=ckpt["mean"], std=ckpt["std"], device=dev)
+    probs = evaluate_model(model, loader, ckpt["num_classes"], tta_flip=tta_flip, return_outputs=True,
+                           progress=True)["probs"]
+    pred = probs.argmax(1).tolist()
+    classes = ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])]
+    out = Path(out)
+    if out.parent != Path(""):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["ID", "Labels"])
+        for i, p in zip(data.ids, pred, strict=True):
+            w.writerow([i, classes[p] if label_names else p])
+    return {"ids": data.ids, "pred": pred, "probs": probs, "out": str(out), "classes": classes}

@@ -1,0 +1,109 @@
+"""One epoch of training and one pass of evaluation; the trainer owns everything across epochs."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import BatchLoader
+from ..errors import CifarlabError
+from ..metrics import confusion_matrix, topk_correct
+from .optim import set_lr
+
+
+def progress_bar(total: int, desc: str, enabled: bool):
+    """tqdm's auto bar: a widget in notebooks, a text bar in terminals, nothing in logs."""
+    from tqdm.auto import tqdm
+
+    in_notebook = "ipykernel" in sys.modules
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
+                disable=not enabled or not (in_notebook or sys.stderr.isatty()))
+
+
+def autocast(device: torch.device):
+    # bf16 autocast on GPUs: no loss scaling needed; CPU stays fp32 (bf16 is slower on most CPUs).
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Optimizer, *, epoch: int,
+                    first_step: int, lr_fn: Callable[[int], float], label_smoothing: float = 0.0,
+                    grad_clip: float = 0.0, progress: bool = True, desc: str = "") -> tuple[dict, list[dict]]:
+    """Train on every batch of `epoch`; returns epoch totals and a per-step log (step, lr, loss)."""
+    model.train()
+    device = loader.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    steps = []
+    step = first_step
+    start = time.perf_counter()
+    with progress_bar(len(loader), desc, progress) as bar:
+        for x, y in loader.epoch(epoch):
+            lr = lr_fn(step)
+            set_lr(optimizer, lr)
+            with autocast(device):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            steps.append({"type": "step", "step": step, "epoch": epoch, "lr": lr, "loss": loss.detach()})
+            step += 1
+            bar.update(1)
+            if bar.n % 20 == 0 and not bar.disable:
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+    for s in steps:  # one device sync per epoch instead of one per step
+        s["loss"] = float(s["loss"])
+    train_loss = float(loss_sum) / max(1, seen)
+    if not math.isfinite(train_loss):
+        raise CifarlabError(f"training diverged in epoch {epoch + 1}: loss is {train_loss}; lower the learning "
+                            "rate (the last good checkpoint is kept)")
+    return {"train_loss": train_loss, "train_top1": float(correct) / max(1, seen),
+            "train_time": time.perf_counter() - start, "images": seen}, steps
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, loader: BatchLoader, num_classes: int, *, tta_flip: bool = False,
+                   return_outputs: bool = False, progress: bool = False) -> dict:
+    """Loss, top-1/2/3 and the confusion matrix over every batch; optionally the softmax outputs."""
+    model.eval()
+    device = loader.device
+    loss_sum, n = 0.0, 0
+    hits = [0, 0, 0]
+    conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    outputs = []
+    with progress_bar(len(loader), "eval", progress) as bar:
+        for x, y in loader.epoch(0):
+            with autocast(device):
+                logits = model(x).float()
+                if tta_flip:
+                    logits = (logits + model(x.flip(3)).float()) / 2
+            labeled = y >= 0
+            if labeled.any():
+                yl, ll = y[labeled], logits[labeled]
+                loss_sum += float(F.cross_entropy(ll, yl, reduction="sum"))
+                for i, h in enumerate(topk_correct(ll, yl)):
+                    hits[i] += h
+                conf += confusion_matrix(ll.argmax(1).cpu(), yl.cpu(), num_classes)
+                n += int(labeled.sum())
+            if return_outputs:
+                outputs.append(logits.softmax(1).cpu())
+            bar.update(1)
+    result = {"loss": loss_sum / max(1, n), "top1": hits[0] / max(1, n), "top2": hits[1] / max(1, n),
+              "top3": hits[2] / max(1, n), "count": n, "confusion": conf}
+    if return_outputs:
+        result["probs"] = torch.cat(outputs) if outputs else torch.empty(0, num_classes)
+    return result

@@ -1,0 +1,270 @@
+"""The trainer: owns epochs, the run directory, checkpoints, best-model selection and early stopping.
+
+A run directory holds:
+- ``config.yaml``: the resolved config; ``cifarlab train --recipe RUN/config.yaml`` re-runs it
+- ``metrics.jsonl``: one line per epoch (``"type": "epoch"``) plus one per optimizer step with its LR
+- ``last.pt`` (every epoch) and ``best.pt`` (best ``best_metric`` so far)
+- ``summary.json``: final figures
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..config import Config, make_config, to_yaml, validate
+from ..data import BatchLoader, Pipeline, channel_mean_std, load_splits
+from ..errors import CifarlabError
+from ..models import count_params, create_model
+from .checkpoint import load_checkpoint, save_checkpoint
+from .engine import evaluate_model, train_one_epoch
+from .optim import make_optimizer
+from .schedules import lr_at, make_plateau
+
+log = logging.getLogger("cifarlab")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CifarlabError(f"device '{name}' requested but no CUDA GPU is available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise CifarlabError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def _better(metric: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value < best if metric == "val_loss" else value > best
+
+
+def _make_run_dir(cfg: Config) -> Path:
+    if cfg.out:
+        run_dir = Path(cfg.out)
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("runs") / f"{cfg.recipe or cfg.model}-{stamp}"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise CifarlabError(f"run directory {run_dir} is not writable: {exc.strerror or exc}") from None
+    return run_dir
+
+
+class Trainer:
+    def __init__(self, cfg: Config, resume_from: dict[str, Any] | None = None):
+        self.cfg = validate(cfg)
+        self.resume = resume_from
+
+    def fit(self) -> RunResult:
+        cfg = self.cfg
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed, cfg.deterministic)
+        device = resolve_device(cfg.device)
+        pipeline = Pipeline(cfg.augment)  # validate augmentations before any data is read
+
+        t0 = time.perf_counter()
+        splits = load_splits(cfg.data, cfg.val_split, cfg.split_seed, cfg.label_mode)
+        num_classes = len(splits.classes)
+        auto_mean, auto_std = (channel_mean_std(splits.train.images) if "auto" in (cfg.mean, cfg.std)
+                               else (None, None))
+        mean = list(cfg.mean) if cfg.mean != "auto" else auto_mean
+        std = list(cfg.std) if cfg.std != "auto" else auto_std
+        log.info("data %s (%s): %d train / %d val images, %d classes, loaded in %.1fs", splits.source.path,
+                 splits.source.kind, len(splits.train), len(splits.val) if splits.val else 0, num_classes,
+                 time.perf_counter() - t0)
+
+        model_args = {"dropout": cfg.dropout, "block_dropout": cfg.block_dropout, **cfg.model_args}
+        model = create_model(cfg.model, num_classes=num_classes, **model_args).to(device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = make_optimizer(model, cfg)
+        plateau = make_plateau(cfg)
+
+        train_loader = BatchLoader(splits.train, cfg.batch_size, mean=mean, std=std, shuffle=True, drop_last=False,
+                                   pipeline=pipeline, seed=cfg.seed, device=device, channels_last=cfg.channels_last)
+        val_loader = (BatchLoader(splits.val, cfg.eval_batch_size, mean=mean, std=std, device=device,
+                                  channels_last=cfg.channels_last) if splits.val is not None else None)
+        steps_per_epoch = len(train_loader)
+
+        run_dir = _make_run_dir(cfg)
+        saved_cfg = dataclasses.replace(cfg, data=str(Path(cfg.data).expanduser().resolve()), out="")
+        (run_dir / "config.yaml").write_text(to_yaml(saved_cfg))
+
+        start_epoch, step, best, best_epoch, bad_epochs = 0, 0, None, -1, 0
+        if self.resume is not None:
+            r = self.resume
+            model.load_state_dict(r["state_dict"])
+            optimizer.load_state_dict(r["optimizer"])
+            if plateau is not None and r.get("plateau"):
+                plateau.load_state_dict(r["plateau"])
+            start_epoch, step = r["epoch"], r["step"]
+            best, best_epoch, bad_epochs = r.get("best"), r.get("best_epoch", -1), r.get("bad_epochs", 0)
+            if "torch_rng" in r:
+                torch.set_rng_state(r["torch_rng"])
+            log.info("resuming %s at epoch %d (step %d)", run_dir, start_epoch + 1, step)
+        else:
+            (run_dir / "metrics.jsonl").write_text("")
+
+        n_params = count_params(model)
+        log.info("model %s: %s parameters; %d steps/epoch of %d images on %s", cfg.model, f"{n_params:,}",
+                 steps_per_epoch, cfg.batch_size, device)
+
+        def lr_fn(s: int) -> float:
+            return lr_at(cfg, s, steps_per_epoch) * (plateau.scale if plateau is not None else 1.0)
+
+        def checkpoint(epoch_done: int, metrics: dict) -> dict:
+            return {"model": cfg.model, "model_args": model_args, "num_classes": num_classes,
+                    "classes": splits.classes, "mean": mean, "std": std, "state_dict": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "plateau": plateau.state_dict() if plateau else None,
+                    "epoch": epoch_done, "step": step, "best": best, "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs, "config": dataclasses.asdict(saved_cfg), "metrics": metrics,
+                    "torch_rng": torch.get_rng_state(), "cifarlab_version": __version__}
+
+        history: list[dict] = _previous_epochs(run_dir / "metrics.jsonl", start_epoch) if self.resume else []
+        train_start = time.perf_counter() - (history[-1]["elapsed"] if history else 0.0)
+        last_metrics: dict = history[-1] if history else {}
+        for epoch in range(start_epoch, cfg.epochs):
+            stats, step_logs = train_one_epoch(
+                model, train_loader, optimizer, epoch=epoch, first_step=step, lr_fn=lr_fn,
+                label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip, progress=cfg.progress,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}")
+            step += len(step_logs)
+            row = {"type": "epoch", "epoch": epoch + 1, **stats, "lr": step_logs[-1]["lr"] if step_logs else 0.0}
+            if val_loader is not None:
+                ev = evaluate_model(model, val_loader, num_classes)
+                row.update({f"val_{k}": ev[k] for k in ("loss", "top1", "top2", "top3")})
+            row["elapsed"] = time.perf_counter() - train_start
+            history.append(row)
+            with open(run_dir / "metrics.jsonl", "a") as fh:
+                for s in step_logs:
+                    fh.write(json.dumps(s) + "\n")
+                fh.write(json.dumps(row) + "\n")
+
+            metric = row.get(cfg.best_metric, -row["train_loss"])  # without a val split, lowest train loss wins
+            improved = _better(cfg.best_metric if cfg.best_metric in row else "val_top1", metric, best)
+            if improved:
+                best, best_epoch, bad_epochs = metric, epoch + 1, 0
+            else:
+                bad_epochs += 1
+            if plateau is not None and cfg.plateau_metric in row and plateau.step(row[cfg.plateau_metric]):
+                log.info("plateau: learning rate scaled to %.3g of its schedule", plateau.scale)
+            last_metrics = row
+            save_checkpoint(checkpoint(epoch + 1, row), run_dir / "last.pt")
+            if improved:
+                save_checkpoint(checkpoint(epoch + 1, row), run_dir / "best.pt")
+            log.info(_epoch_line(row, cfg.epochs, improved))
+            if cfg.early_stop_patience and bad_epochs >= cfg.early_stop_patience:
+                log.info("early stop: no better %s for %d epochs (best %.4f at epoch %d)", cfg.best_metric,
+                         bad_epochs, best, best_epoch)
+                break
+
+        if not history and self.resume is None:
+            raise CifarlabError("no epochs were run")
+        best_row = next((h for h in history if h["epoch"] == best_epoch), last_metrics)
+        summary = {
+            "run_dir": str(run_dir), "model": cfg.model, "recipe": cfg.recipe, "params": n_params,
+            "classes": splits.classes, "epochs_run": last_metrics.get("epoch", start_epoch),
+            "best_metric": cfg.best_metric, "best": best, "best_epoch": best_epoch,
+            "final": {k: v for k, v in last_metrics.items() if k != "type"},
+            "best_epoch_metrics": {k: v for k, v in best_row.items() if k != "type"},
+            "train_seconds": sum(h["train_time"] for h in history),
+            "wall_seconds": time.perf_counter() - t0, "device": str(device), "mean": mean, "std": std,
+            "cifarlab_version": __version__,
+        }
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        log.info("done: best %s %.4f at epoch %d; run directory %s", cfg.best_metric, best if best is not None
+                 else float("nan"), best_epoch, run_dir)
+        return RunResult(run_dir, summary, history)
+
+
+def _previous_epochs(path: Path, upto: int) -> list[dict]:
+    """Epoch rows a resumed run already wrote (the history of its first part)."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if row.get("type") == "epoch" and row["epoch"] <= upto:
+                rows.append(row)
+    return rows
+
+
+def _epoch_line(row: dict, epochs: int, improved: bool) -> str:
+    line = (f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {100 * row['train_top1']:5.2f}%")
+    if "val_top1" in row:
+        line += (f"  val loss {row['val_loss']:.4f} top1 {100 * row['val_top1']:5.2f}% "
+                 f"top3 {100 * row['val_top3']:5.2f}%")
+    line += f"  lr {row['lr']:.3g}  {row['train_time']:.0f}s ({row['images'] / row['train_time']:.0f} img/s)"
+    return line + ("  *best" if improved else "")
+
+
+def _ensure_logging() -> None:
+    # Notebook users call cifarlab.train() without configuring logging: give them the epoch lines anyway.
+    if not logging.getLogger().handlers and not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
+def train(recipe: str | None = None, data: str | None = None, *, resume: str | None = None,
+          **overrides: Any) -> RunResult:
+    """Train a model.
+
+    ``recipe`` is a recipe name (``cifarlab.list_recipes()``) or a YAML path (a run's ``config.yaml`` works);
+    ``data`` is any source the readers know; every other keyword overrides a config key
+    (``epochs=3, lr=0.05, ...``). ``resume=RUN_DIR`` continues that run from its ``last.pt``.
+
+    >>> result = cifarlab.train("seed001_small", data="cifar10-train-jpg.tar.gz", epochs=3)  # doctest: +SKIP
+    >>> result.summary["best"]  # doctest: +SKIP
+    """
+    _ensure_logging()
+    if resume is not None:
+        ckpt = load_checkpoint(Path(resume) / "last.pt" if Path(resume).is_dir() else resume)
+        base = {k: v for k, v in ckpt["config"].items()}
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        if data is not None:
+            base["data"] = data
+        base["out"] = str(Path(resume) if Path(resume).is_dir() else Path(resume).parent)
+        cfg = make_config(None, **base)
+        return Trainer(cfg, resume_from=ckpt).fit()
+    cfg = make_config(recipe, **({"data": data} if data is not None else {}), **overrides)
+    return Trainer(cfg).fit()
