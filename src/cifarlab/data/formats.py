@@ -327,7 +327,11 @@ def open_source(path: str | Path) -> Source:
     if not p.exists():
         raise CifarlabError(f"data path not found: {p}")
     if p.is_file():
-        if tarfile.is_tarfile(p):
+        try:
+            is_tar = tarfile.is_tarfile(p)
+        except (OSError, EOFError, tarfile.TarError) as exc:
+            raise CifarlabError(f"{p}: not a readable tar archive ({exc})") from None
+        if is_tar:
             entries = tar_entries(p)
             if not entries:
                 raise CifarlabError(f"{p}: archive holds no images; extract CIFAR archives first "

@@ -22,17 +22,23 @@ _ALLOWED = {
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),  # protocol 5 pickles of arrays
+    ("numpy._core.numeric", "_frombuffer"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("_codecs", "encode"),
 }
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+    """The file names a callable outside the allow-list."""
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused global {module}.{name}")
+        raise RefusedGlobal(f"refused global {module}.{name}")
 
 
 def safe_load(path_or_bytes: str | bytes, what: str = "file") -> Any:
@@ -44,9 +50,9 @@ def safe_load(path_or_bytes: str | bytes, what: str = "file") -> Any:
             with open(path_or_bytes, "rb") as fh:
                 data = fh.read()
         obj = _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except pickle.UnpicklingError as exc:
-        raise CifarlabError(f"{what} is not a safe CIFAR pickle: {exc}") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
+    except RefusedGlobal as exc:
+        raise CifarlabError(f"{what} is not a safe CIFAR pickle: {exc} (it was not run)") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
             OverflowError, UnicodeDecodeError, ImportError) as exc:
         raise CifarlabError(f"{what} is not a readable pickle ({type(exc).__name__}: {exc})") from None
     _reject_object_arrays(obj, what)

@@ -1,0 +1,92 @@
+"""Config precedence, validation and stats/splits that the config drives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cifarlab.config import find_recipe, list_recipes, load_recipe, make_config
+from cifarlab.data import channel_mean_std, stratified_split
+from cifarlab.data.stats import grayscale_count
+from cifarlab.errors import CifarlabError
+
+STUDY_RECIPES = ["seed000_resnet9", "seed001_small", "seed001_medium", "seed001_large", "seed002_net",
+                 "seed004_cifar100"]
+
+
+def test_precedence_defaults_recipe_overrides():
+    cfg = make_config("seed001_small")
+    assert cfg.model == "resnet_small" and cfg.nesterov is True and cfg.batch_size == 64
+    assert cfg.label_smoothing == 0.0  # default kept
+    cfg = make_config("seed001_small", batch_size=32, lr=0.05)
+    assert cfg.batch_size == 32 and cfg.lr == 0.05 and cfg.cyclic_mode == "exp_range"
+
+
+@pytest.mark.parametrize("name", STUDY_RECIPES)
+def test_every_study_recipe_loads_and_builds_its_pipeline(name):
+    from cifarlab.data import Pipeline
+    from cifarlab.models import create_model
+
+    cfg = make_config(name)
+    Pipeline(cfg.augment)
+    create_model(cfg.model, num_classes=100 if "100" in name else 10)
+    assert find_recipe(name).read_text().startswith("# Study")
+    assert name in list_recipes()
+
+
+def test_seed000_pipeline_is_the_studys_order():
+    names = [a["name"] for a in load_recipe("seed000_resnet9")["augment"]]
+    assert names == ["color_jitter", "flip", "crop", "flip", "rotate", "crop"]
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"lr": -0.1}, "'lr' must be >= 0"),
+    ({"bogus": 1}, "unknown config key 'bogus'; valid keys: augment"),
+    ({"epochs": "ten"}, "'epochs' expects int"),
+    ({"optimizer": "lbfgs"}, "'optimizer' must be one of sgd, adam, adamw"),
+    ({"mean": [0.5, 0.5]}, "'mean' must be 'auto' or a list of 3"),
+    ({"augment": ["flip"]}, "'augment' item 0 must be a mapping"),
+    ({"batch_size": 0}, "'batch_size' must be >= 1"),
+])
+def test_bad_values_name_the_key(overrides, match):
+    with pytest.raises(CifarlabError, match=match):
+        make_config(**overrides)
+
+
+def test_unknown_and_bad_recipe(tmp_path):
+    with pytest.raises(CifarlabError, match="unknown recipe 'nope'; known recipes: seed000_resnet9"):
+        make_config("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed")
+    with pytest.raises(CifarlabError, match="not valid YAML"):
+        make_config(str(bad))
+
+
+def test_stratified_split_counts_and_determinism():
+    labels = torch.arange(50_000) % 10
+    tr, va = stratified_split(labels, 0.1, seed=0)
+    assert len(tr) == 45_000 and len(va) == 5_000
+    assert torch.bincount(labels[va]).tolist() == [500] * 10
+    assert set(tr.tolist()).isdisjoint(va.tolist())
+    assert torch.equal(va, stratified_split(labels, 0.1, seed=0)[1])
+    assert not torch.equal(va, stratified_split(labels, 0.1, seed=1)[1])
+    assert len(stratified_split(labels, 5000, seed=0)[1]) == 5000
+    tr, va = stratified_split(labels, 0, seed=0)
+    assert len(tr) == 50_000 and len(va) == 0
+
+
+def test_mean_std_in_float64_match_numpy():
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (300, 3, 32, 32), dtype=np.uint8)
+    mean, std = channel_mean_std(torch.from_numpy(imgs), chunk=64)
+    x = imgs.astype(np.float64) / 255
+    assert mean == pytest.approx(x.mean(axis=(0, 2, 3)).tolist(), abs=1e-12)
+    assert std == pytest.approx(x.std(axis=(0, 2, 3)).tolist(), abs=1e-12)
+
+
+def test_grayscale_count():
+    imgs = torch.randint(0, 256, (5, 3, 4, 4), dtype=torch.uint8)
+    imgs[1] = imgs[1, :1].expand(3, -1, -1)
+    imgs[3] = imgs[3, 2:].expand(3, -1, -1)
+    assert grayscale_count(imgs) == 2
