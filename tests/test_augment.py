@@ -5,10 +5,21 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cifarlab.data.augment import (Context, Pipeline, adjust_brightness, adjust_hue, adjust_saturation, cutout,
-                                   flip_lr, hsv_to_rgb, rgb_to_hsv, rotate, shift)
-from cifarlab.data.loader import BatchLoader
+from cifarlab.data.augment import (
+    Context,
+    Pipeline,
+    adjust_brightness,
+    adjust_hue,
+    adjust_saturation,
+    cutout,
+    flip_lr,
+    hsv_to_rgb,
+    rgb_to_hsv,
+    rotate,
+    shift,
+)
 from cifarlab.data.formats import ImageSet
+from cifarlab.data.loader import BatchLoader
 from cifarlab.errors import CifarlabError
 
 
@@ -63,7 +74,7 @@ def test_alternating_flip_flips_each_image_once_every_two_epochs():
     for epoch in range(4):
         for x, _ in loader.epoch(epoch):
             ident = (x[:, 0, 1, 1] * 255).round().long()  # unchanged interior pixel identifies the image
-            for i, f in zip(ident.tolist(), (x[:, 0, 0, 3] > 0.99).tolist()):
+            for i, f in zip(ident.tolist(), (x[:, 0, 0, 3] > 0.99).tolist(), strict=True):
                 flipped.setdefault(i, []).append(f)
     assert len(flipped) == n
     for seq in flipped.values():

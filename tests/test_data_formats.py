@@ -12,8 +12,18 @@ import torch
 from cifarlab.data import load_cached, load_splits, open_source, read_unlabeled_pickle
 from cifarlab.data.safe_pickle import safe_load
 from cifarlab.errors import CifarlabError
-from conftest import (CLASSES, learnable_images, make_cifar10_binary, make_cifar10_python, make_cifar100_python,
-                      make_evil_pickle, make_image_folder, make_image_tar, make_unlabeled_pickle, write_pickle)
+from conftest import (
+    CLASSES,
+    learnable_images,
+    make_cifar10_binary,
+    make_cifar10_python,
+    make_cifar100_python,
+    make_evil_pickle,
+    make_image_folder,
+    make_image_tar,
+    make_unlabeled_pickle,
+    write_pickle,
+)
 
 
 def test_cifar10_python_layout_is_channel_major(tmp_path):

@@ -54,7 +54,8 @@ def test_summary_matches_study_001_tables():
 
 
 def test_macs_of_a_single_conv():
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(8 * 32 * 32, 10))
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 32 * 32, 10))
     assert summarize(model).macs == 8 * 32 * 32 * 27 + 8 * 32 * 32 * 10
 
 

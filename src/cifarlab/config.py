@@ -218,11 +218,11 @@ def load_recipe(name: str) -> dict[str, Any]:
     return values
 
 
-def make_config(recipe: str | None = None, **overrides: Any) -> Config:
-    """defaults < recipe < overrides, validated."""
+def make_config(recipe_name: str | None = None, /, **overrides: Any) -> Config:
+    """defaults < recipe < overrides, validated. (`recipe_name` is positional: `recipe` is also a config key.)"""
     cfg = Config()
-    if recipe:
-        cfg = apply_overrides(cfg, load_recipe(recipe))
+    if recipe_name:
+        cfg = apply_overrides(cfg, load_recipe(recipe_name))
     cfg = apply_overrides(cfg, {k: v for k, v in overrides.items() if v is not None})
     return validate(cfg)
 

@@ -8,7 +8,7 @@ from ..errors import CifarlabError
 from .augment import OPS as AUGMENTATIONS
 from .augment import Pipeline
 from .cache import load_cached
-from .download import download
+from .fetch import download
 from .formats import ImageSet, Source, open_source, read_unlabeled_pickle
 from .loader import BatchLoader, normalize
 from .split import stratified_split

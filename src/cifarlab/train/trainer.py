@@ -27,7 +27,7 @@ from .. import __version__
 from ..config import Config, make_config, to_yaml, validate
 from ..data import BatchLoader, Pipeline, channel_mean_std, load_splits
 from ..errors import CifarlabError
-from ..models import count_params, create_model
+from ..models import count_params, create_model, list_models
 from .checkpoint import load_checkpoint, save_checkpoint
 from .engine import evaluate_model, train_one_epoch
 from .optim import make_optimizer
@@ -99,7 +99,9 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed, cfg.deterministic)
         device = resolve_device(cfg.device)
-        pipeline = Pipeline(cfg.augment)  # validate augmentations before any data is read
+        pipeline = Pipeline(cfg.augment)  # validate augmentations and the model name before any data is read
+        if cfg.model not in list_models():
+            raise CifarlabError(f"unknown model '{cfg.model}'; known models: {', '.join(list_models())}")
 
         t0 = time.perf_counter()
         splits = load_splits(cfg.data, cfg.val_split, cfg.split_seed, cfg.label_mode)
