@@ -50,9 +50,17 @@ class Config:
     no_decay_bn_bias: bool = False  # exempt BatchNorm weights and all biases from weight decay
     label_smoothing: float = 0.0  # cross-entropy label smoothing in [0, 1)
     grad_clip: float = 0.0  # max global gradient L2 norm (0 = no clipping)
+    bias_lr_scale: float = 1.0  # LR multiplier for biases and BN shifts (their weight decay is divided by it)
+    muon_lr_ratio: float = 1.0  # optimizer muon: the conv filters' LR is lr * muon_lr_ratio
+    muon_momentum: float = 0.6  # optimizer muon: Nesterov momentum of the Muon update
+    ema_decay: float = 0.0  # per-step decay of a weight average that is evaluated and saved (0 = off)
+    ema_every: int = 5  # steps between weight-average updates
+    lookahead: bool = False  # after each average update, reset the live weights to the average
+    ema_ramp: float = 0.0  # the average's keep factor grows as (training progress) ** ema_ramp (0 = constant)
+    stem_bias_epochs: float = 0.0  # fast nets: freeze the whitening stem's bias after this many epochs (0 = never)
 
     # --- learning-rate schedule (pure functions of the step, see train/schedules.py) ---------------------
-    schedule: str = "cosine"  # constant | multistep | exponential | cosine | cyclic | onecycle | plateau
+    schedule: str = "cosine"  # constant | multistep | exponential | cosine | cyclic | onecycle | triangle | plateau
     schedule_interval: str = "step"  # "step": LR changes every step; "epoch": held constant within an epoch
     warmup_epochs: float = 0.0  # linear warm-up length in epochs (cosine, constant, multistep, exponential)
     min_lr: float = 0.0  # floor of cosine annealing, in LR units
@@ -64,6 +72,8 @@ class Config:
     onecycle_pct_start: float = 0.3  # onecycle: fraction of training spent rising
     onecycle_div_factor: float = 25.0  # onecycle: start LR = lr / div_factor
     onecycle_final_div_factor: float = 1e4  # onecycle: final LR = start LR / final_div_factor
+    final_lr_frac: float = 0.0  # triangle: LR rises linearly from lr/onecycle_div_factor to lr at
+    #                             onecycle_pct_start, then falls linearly to lr * final_lr_frac
     plateau_metric: str = "val_top1"  # plateau: metric watched (val_top1, val_loss, ...)
     plateau_factor: float = 0.1  # plateau: LR multiplier on a plateau
     plateau_patience: int = 10  # plateau: epochs without improvement before reducing
@@ -81,6 +91,9 @@ class Config:
     out: str = ""  # run directory ("" = runs/<recipe>-<timestamp>)
     recipe: str = ""  # name of the recipe this config came from (informational)
     progress: bool = True  # show a progress bar
+    tta: str = "none"  # test-time augmentation for the final evaluation: none | flip | flip_translate
+    time_budget: float = 0.0  # minutes of training: schedules follow elapsed time, the run ends on time (0 = off)
+    compile: bool = False  # torch.compile the model (the first step compiles for about a minute on CPU)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -124,8 +137,9 @@ def _coerce(name: str, value: Any) -> Any:
 
 
 _CHOICES = {
-    "optimizer": ("sgd", "adam", "adamw"),
-    "schedule": ("constant", "multistep", "exponential", "cosine", "cyclic", "onecycle", "plateau"),
+    "optimizer": ("sgd", "adam", "adamw", "muon"),
+    "schedule": ("constant", "multistep", "exponential", "cosine", "cyclic", "onecycle", "triangle", "plateau"),
+    "tta": ("none", "flip", "flip_translate"),
     "schedule_interval": ("step", "epoch"),
     "cyclic_mode": ("triangular", "triangular2", "exp_range"),
     "label_mode": ("fine", "coarse"),
@@ -139,7 +153,10 @@ def validate(cfg: Config) -> Config:
     for key, choices in _CHOICES.items():
         if getattr(cfg, key) not in choices:
             raise CifarlabError(f"config key '{key}' must be one of {', '.join(choices)}; got {getattr(cfg, key)!r}")
-    for key in ("lr", "weight_decay", "dropout", "block_dropout", "label_smoothing", "grad_clip", "val_split",
+    if cfg.bias_lr_scale <= 0:
+        raise CifarlabError(f"config key 'bias_lr_scale' must be > 0; got {cfg.bias_lr_scale}")
+    for key in ("time_budget", "ema_decay", "lr", "weight_decay", "dropout", "block_dropout", "label_smoothing",
+                "grad_clip", "val_split",
                 "min_lr", "warmup_epochs"):
         if getattr(cfg, key) < 0:
             raise CifarlabError(f"config key '{key}' must be >= 0; got {getattr(cfg, key)}")

@@ -1,6 +1,6 @@
 """Models: a registry of named factories (ResNets in the CIFAR layout and the studies' own networks)."""
 
-from . import resnet, seed_nets  # noqa: F401  (registers the models)
+from . import fast, resnet, seed_nets  # noqa: F401  (registers the models)
 from .registry import create_model, list_models, register_model
 from .summary import Summary, count_params, parse_budget, summarize
 

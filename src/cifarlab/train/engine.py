@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import BatchLoader
+from ..data.augment import shift
 from ..errors import CifarlabError
 from ..metrics import confusion_matrix, topk_correct
 from .optim import set_lr
@@ -35,8 +36,11 @@ def autocast(device: torch.device):
 
 def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Optimizer, *, epoch: int,
                     first_step: int, lr_fn: Callable[[int], float], label_smoothing: float = 0.0,
-                    grad_clip: float = 0.0, progress: bool = True, desc: str = "") -> tuple[dict, list[dict]]:
-    """Train on every batch of `epoch`; returns epoch totals and a per-step log (step, lr, loss)."""
+                    grad_clip: float = 0.0, progress: bool = True, desc: str = "",
+                    after_step: Callable[[int], None] | None = None,
+                    stop: Callable[[], bool] | None = None) -> tuple[dict, list[dict]]:
+    """Train on the batches of `epoch` (all of them, or until `stop()` says so); returns epoch totals and a
+    per-step log (step, lr, loss). `after_step(step)` runs after each optimizer step (weight averaging)."""
     model.train()
     device = loader.device
     loss_sum = torch.zeros((), device=device)
@@ -57,6 +61,8 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
             if grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
+            if after_step is not None:
+                after_step(step)
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
@@ -65,6 +71,8 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
             bar.update(1)
             if bar.n % 20 == 0 and not bar.disable:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+            if stop is not None and stop():
+                break
     for s in steps:  # one device sync per epoch instead of one per step
         s["loss"] = float(s["loss"])
     train_loss = float(loss_sum) / max(1, seen)
@@ -75,10 +83,27 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
             "train_time": time.perf_counter() - start, "images": seen}, steps
 
 
+def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
+    """Average logits over views: "flip" adds the mirror image; "flip_translate" also averages (with half the
+    weight) the images shifted one pixel up-left and down-right, each with its mirror."""
+    logits = model(x).float()
+    if tta == "none":
+        return logits
+    flipped = (logits + model(x.flip(3)).float()) / 2
+    if tta == "flip":
+        return flipped
+    n = len(x)
+    views = [shift(x, torch.full((n,), d), torch.full((n,), d), mode="reflect") for d in (-1, 1)]
+    moved = sum(model(v).float() + model(v.flip(3)).float() for v in views) / 4
+    return (flipped + moved) / 2
+
+
 @torch.no_grad()
-def evaluate_model(model: nn.Module, loader: BatchLoader, num_classes: int, *, tta_flip: bool = False,
-                   return_outputs: bool = False, progress: bool = False) -> dict:
-    """Loss, top-1/2/3 and the confusion matrix over every batch; optionally the softmax outputs."""
+def evaluate_model(model: nn.Module, loader: BatchLoader, num_classes: int, *, tta: str = "none",
+                   tta_flip: bool = False, return_outputs: bool = False, progress: bool = False) -> dict:
+    """Loss, top-1/2/3 and the confusion matrix over every batch; optionally the softmax outputs.
+    `tta` is none | flip | flip_translate (`tta_flip=True` is shorthand for "flip")."""
+    tta = "flip" if tta_flip and tta == "none" else tta
     model.eval()
     device = loader.device
     loss_sum, n = 0.0, 0
@@ -88,9 +113,7 @@ def evaluate_model(model: nn.Module, loader: BatchLoader, num_classes: int, *, t
     with progress_bar(len(loader), "eval", progress) as bar:
         for x, y in loader.epoch(0):
             with autocast(device):
-                logits = model(x).float()
-                if tta_flip:
-                    logits = (logits + model(x.flip(3)).float()) / 2
+                logits = tta_logits(model, x, tta)
             labeled = y >= 0
             if labeled.any():
                 yl, ll = y[labeled], logits[labeled]

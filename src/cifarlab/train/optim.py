@@ -1,4 +1,13 @@
-"""Optimizers built from the config, with an optional no-weight-decay group for BatchNorm and biases."""
+"""Optimizers built from the config.
+
+Parameters fall into two groups: filters/weights (ndim > 1) and the rest (biases, BatchNorm shifts). The
+second group can be exempt from weight decay (`no_decay_bn_bias`) and can learn `bias_lr_scale` times faster
+with its decay divided by the same factor, so its per-step shrinkage is unchanged (the airbench trick).
+Every group carries an `lr_scale`, and :func:`set_lr` sets `lr = base * lr_scale`.
+
+`optimizer: muon` updates conv filters with Muon (momentum, then the update orthogonalized by a Newton-Schulz
+iteration) and everything else with Nesterov SGD.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +17,79 @@ from torch import nn
 from ..config import Config
 
 
-def param_groups(model: nn.Module, weight_decay: float, no_decay_bn_bias: bool) -> list[dict]:
-    if not no_decay_bn_bias:
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
-    decay, no_decay = [], []
-    for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
-                continue
-            is_norm = isinstance(module, nn.modules.batchnorm._NormBase) or isinstance(module, nn.GroupNorm)
-            (no_decay if is_norm or name == "bias" else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def param_groups(model: nn.Module, cfg: Config) -> list[dict]:
+    weights = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    others = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    other_wd = 0.0 if cfg.no_decay_bn_bias else cfg.weight_decay / cfg.bias_lr_scale
+    groups = [{"params": weights, "weight_decay": cfg.weight_decay, "lr_scale": 1.0, "muon": cfg.optimizer == "muon"},
+              {"params": others, "weight_decay": other_wd, "lr_scale": cfg.bias_lr_scale, "muon": False}]
+    return [g for g in groups if g["params"]]
 
 
 def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay, cfg.no_decay_bn_bias)
+    groups = param_groups(model, cfg)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    if cfg.optimizer == "muon":
+        return MuonSGD(groups, lr=cfg.lr, momentum=cfg.momentum, muon_lr_ratio=cfg.muon_lr_ratio,
+                       muon_momentum=cfg.muon_momentum)
     cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
     return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for g in optimizer.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_scale", 1.0)
+
+
+def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Approximately replace g (2-D) by U V^T from its SVD, with a quintic Newton-Schulz iteration whose
+    coefficients push all singular values towards 1 quickly (Muon's choice)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g / (g.norm() + 1e-7)
+    transposed = x.shape[0] > x.shape[1]
+    if transposed:
+        x = x.T
+    for _ in range(steps):
+        s = x @ x.T
+        x = a * x + (b * s + c * s @ s) @ x
+    return x.T if transposed else x
+
+
+class MuonSGD(torch.optim.Optimizer):
+    """Muon on groups marked `muon` (conv filters, flattened to out x in*k*k), Nesterov SGD elsewhere.
+
+    Muon's learning rate is `lr * muon_lr_ratio`; its step size does not depend on the gradient's scale."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, muon_lr_ratio: float = 1.0,
+                 muon_momentum: float = 0.6):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=0.0, muon=False))
+        self.muon_lr_ratio = muon_lr_ratio
+        self.muon_momentum = muon_momentum
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            muon = group["muon"]
+            mom = self.muon_momentum if muon else group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if group["weight_decay"] and not muon:
+                    g = g.add(p, alpha=group["weight_decay"])
+                state = self.state[p]
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = g.clone()
+                else:
+                    buf.mul_(mom).add_(g)
+                update = g.add(buf, alpha=mom)  # Nesterov
+                if muon:
+                    flat = update.reshape(len(update), -1)
+                    update = orthogonalize(flat).reshape(p.shape) * max(1.0, flat.shape[0] / flat.shape[1]) ** 0.5
+                    if group["weight_decay"]:
+                        p.mul_(1 - group["lr"] * self.muon_lr_ratio * group["weight_decay"])
+                    p.add_(update, alpha=-group["lr"] * self.muon_lr_ratio)
+                else:
+                    p.add_(update, alpha=-group["lr"])

@@ -38,6 +38,8 @@ def lr_at(cfg: Config, step: int, steps_per_epoch: int) -> float:
         return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, pos)))
     if cfg.schedule == "cyclic":
         return cyclic_lr(step, cfg.cyclic_base_lr, cfg.lr, cfg.cyclic_step_size, cfg.cyclic_mode, cfg.gamma)
+    if cfg.schedule == "triangle":
+        return triangle_lr(step, total, cfg.lr, cfg.onecycle_pct_start, cfg.onecycle_div_factor, cfg.final_lr_frac)
     if cfg.schedule == "onecycle":
         return onecycle_lr(step, total, cfg.lr, cfg.onecycle_pct_start, cfg.onecycle_div_factor,
                            cfg.onecycle_final_div_factor)
@@ -61,6 +63,15 @@ def onecycle_lr(step: int, total: int, max_lr: float, pct_start: float, div: flo
     else:
         a, b, pos = max_lr, end, (step - up) / max(1.0, total - 1 - up)
     return b + (a - b) * 0.5 * (1 + math.cos(math.pi * min(1.0, pos)))
+
+
+def triangle_lr(step: float, total: int, max_lr: float, pct_start: float, div: float, final_frac: float) -> float:
+    """Piecewise linear: lr/div at step 0, lr at pct_start of training, lr*final_frac at the end."""
+    peak = pct_start * total
+    if step < peak:
+        return max_lr * (1 / div + (1 - 1 / div) * step / peak)
+    pos = min(1.0, (step - peak) / max(1.0, total - peak))
+    return max_lr * (1 + (final_frac - 1) * pos)
 
 
 @dataclass

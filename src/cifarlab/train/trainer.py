@@ -9,7 +9,9 @@ A run directory holds:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -22,13 +24,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from .. import __version__
 from ..config import Config, make_config, to_yaml, validate
-from ..data import BatchLoader, Pipeline, channel_mean_std, load_splits
+from ..data import BatchLoader, Pipeline, channel_mean_std, load_splits, normalize
 from ..errors import CifarlabError
 from ..models import count_params, create_model, list_models
 from .checkpoint import load_checkpoint, save_checkpoint
+from .ema import WeightAverage
 from .engine import evaluate_model, train_one_epoch
 from .optim import make_optimizer
 from .schedules import lr_at, make_plateau
@@ -115,11 +119,18 @@ class Trainer:
                  time.perf_counter() - t0)
 
         model_args = {"dropout": cfg.dropout, "block_dropout": cfg.block_dropout, **cfg.model_args}
-        model = create_model(cfg.model, num_classes=num_classes, **model_args).to(device)
+        model = create_model(cfg.model, num_classes=num_classes, **model_args)
+        if hasattr(model, "init_from_data"):  # e.g. the fast nets' patch-whitening stem
+            model.init_from_data(normalize(splits.train.images[:5000], mean, std))
+        model = model.to(device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(model, cfg)
         plateau = make_plateau(cfg)
+        average = WeightAverage(model, cfg.ema_decay, cfg.ema_every, cfg.lookahead) if cfg.ema_decay > 0 else None
+        # What is evaluated and saved: the live model, or a copy that receives the weight average.
+        eval_model = copy.deepcopy(model) if average is not None else model
+        train_model = torch.compile(model) if cfg.compile else model
 
         train_loader = BatchLoader(splits.train, cfg.batch_size, mean=mean, std=std, shuffle=True, drop_last=False,
                                    pipeline=pipeline, seed=cfg.seed, device=device, channels_last=cfg.channels_last)
@@ -134,8 +145,10 @@ class Trainer:
         start_epoch, step, best, best_epoch, bad_epochs = 0, 0, None, -1, 0
         if self.resume is not None:
             r = self.resume
-            model.load_state_dict(r["state_dict"])
+            model.load_state_dict(r.get("train_state_dict") or r["state_dict"])
             optimizer.load_state_dict(r["optimizer"])
+            if average is not None and r.get("ema"):
+                average.load_state_dict(r["ema"])
             if plateau is not None and r.get("plateau"):
                 plateau.load_state_dict(r["plateau"])
             start_epoch, step = r["epoch"], r["step"]
@@ -150,12 +163,36 @@ class Trainer:
         log.info("model %s: %s parameters; %d steps/epoch of %d images on %s", cfg.model, f"{n_params:,}",
                  steps_per_epoch, cfg.batch_size, device)
 
+        budget_s = cfg.time_budget * 60
+        total_steps = cfg.epochs * steps_per_epoch
+
+        def progress_step(s: int) -> float:
+            # With a time budget the schedules see the elapsed fraction of it, mapped onto the planned steps.
+            if not budget_s:
+                return s
+            return min(1.0, (time.perf_counter() - train_start) / budget_s) * total_steps
+
         def lr_fn(s: int) -> float:
-            return lr_at(cfg, s, steps_per_epoch) * (plateau.scale if plateau is not None else 1.0)
+            return lr_at(cfg, progress_step(s), steps_per_epoch) * (plateau.scale if plateau is not None else 1.0)
+
+        def out_of_time() -> bool:
+            return bool(budget_s) and time.perf_counter() - train_start >= budget_s
+
+        def after_step(s: int) -> None:
+            if average is not None:
+                ramp = (progress_step(s + 1) / total_steps) ** cfg.ema_ramp if cfg.ema_ramp else 1.0
+                average.update(model, s, keep=ramp * cfg.ema_decay ** cfg.ema_every)
+
+        def evaluated() -> nn.Module:
+            if average is not None:
+                average.copy_to(eval_model)
+            return eval_model
 
         def checkpoint(epoch_done: int, metrics: dict) -> dict:
             return {"model": cfg.model, "model_args": model_args, "num_classes": num_classes,
-                    "classes": splits.classes, "mean": mean, "std": std, "state_dict": model.state_dict(),
+                    "classes": splits.classes, "mean": mean, "std": std, "state_dict": eval_model.state_dict(),
+                    "train_state_dict": model.state_dict() if average is not None else None,
+                    "ema": average.state_dict() if average is not None else None,
                     "optimizer": optimizer.state_dict(), "plateau": plateau.state_dict() if plateau else None,
                     "epoch": epoch_done, "step": step, "best": best, "best_epoch": best_epoch,
                     "bad_epochs": bad_epochs, "config": dataclasses.asdict(saved_cfg), "metrics": metrics,
@@ -164,15 +201,21 @@ class Trainer:
         history: list[dict] = _previous_epochs(run_dir / "metrics.jsonl", start_epoch) if self.resume else []
         train_start = time.perf_counter() - (history[-1]["elapsed"] if history else 0.0)
         last_metrics: dict = history[-1] if history else {}
-        for epoch in range(start_epoch, cfg.epochs):
+        epochs = itertools.count(start_epoch) if budget_s else range(start_epoch, cfg.epochs)
+        for epoch in epochs:
+            if out_of_time():
+                break
+            if cfg.stem_bias_epochs and epoch >= cfg.stem_bias_epochs and hasattr(model, "whiten"):
+                model.whiten.bias.requires_grad_(False)  # the stem's bias has settled; stop paying for it
             stats, step_logs = train_one_epoch(
-                model, train_loader, optimizer, epoch=epoch, first_step=step, lr_fn=lr_fn,
+                train_model, train_loader, optimizer, epoch=epoch, first_step=step, lr_fn=lr_fn,
                 label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip, progress=cfg.progress,
-                desc=f"epoch {epoch + 1}/{cfg.epochs}")
+                desc=f"epoch {epoch + 1}" + ("" if budget_s else f"/{cfg.epochs}"), after_step=after_step,
+                stop=out_of_time if budget_s else None)
             step += len(step_logs)
             row = {"type": "epoch", "epoch": epoch + 1, **stats, "lr": step_logs[-1]["lr"] if step_logs else 0.0}
             if val_loader is not None:
-                ev = evaluate_model(model, val_loader, num_classes)
+                ev = evaluate_model(evaluated(), val_loader, num_classes)
                 row.update({f"val_{k}": ev[k] for k in ("loss", "top1", "top2", "top3")})
             row["elapsed"] = time.perf_counter() - train_start
             history.append(row)
@@ -193,7 +236,7 @@ class Trainer:
             save_checkpoint(checkpoint(epoch + 1, row), run_dir / "last.pt")
             if improved:
                 save_checkpoint(checkpoint(epoch + 1, row), run_dir / "best.pt")
-            log.info(_epoch_line(row, cfg.epochs, improved))
+            log.info(_epoch_line(row, 0 if budget_s else cfg.epochs, improved))
             if cfg.early_stop_patience and bad_epochs >= cfg.early_stop_patience:
                 log.info("early stop: no better %s for %d epochs (best %.4f at epoch %d)", cfg.best_metric,
                          bad_epochs, best, best_epoch)
@@ -201,6 +244,11 @@ class Trainer:
 
         if not history and self.resume is None:
             raise CifarlabError("no epochs were run")
+        final_tta = None
+        if cfg.tta != "none" and val_loader is not None and history:
+            ev = evaluate_model(evaluated(), val_loader, num_classes, tta=cfg.tta)
+            final_tta = {f"val_{k}": ev[k] for k in ("loss", "top1", "top2", "top3")}
+            log.info("final weights with %s test-time augmentation: val top1 %.2f%%", cfg.tta, 100 * ev["top1"])
         best_row = next((h for h in history if h["epoch"] == best_epoch), last_metrics)
         summary = {
             "run_dir": str(run_dir), "model": cfg.model, "recipe": cfg.recipe, "params": n_params,
@@ -208,6 +256,7 @@ class Trainer:
             "best_metric": cfg.best_metric, "best": best, "best_epoch": best_epoch,
             "final": {k: v for k, v in last_metrics.items() if k != "type"},
             "best_epoch_metrics": {k: v for k, v in best_row.items() if k != "type"},
+            "final_tta": final_tta, "tta": cfg.tta,
             "train_seconds": sum(h["train_time"] for h in history),
             "wall_seconds": time.perf_counter() - t0, "device": str(device), "mean": mean, "std": std,
             "cifarlab_version": __version__,
@@ -230,7 +279,8 @@ def _previous_epochs(path: Path, upto: int) -> list[dict]:
 
 
 def _epoch_line(row: dict, epochs: int, improved: bool) -> str:
-    line = (f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {100 * row['train_top1']:5.2f}%")
+    of = f"/{epochs}" if epochs else ""
+    line = f"epoch {row['epoch']:>3}{of}  train loss {row['train_loss']:.4f} acc {100 * row['train_top1']:5.2f}%"
     if "val_top1" in row:
         line += (f"  val loss {row['val_loss']:.4f} top1 {100 * row['val_top1']:5.2f}% "
                  f"top3 {100 * row['val_top3']:5.2f}%")

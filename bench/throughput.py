@@ -1,0 +1,108 @@
+"""Training throughput: cifarlab's engine against a seed-style reference loop, in one process.
+
+The reference is what study 000's notebook did: a DataLoader over a Dataset that turns each image into a PIL
+image and applies per-image transforms (crop with padding, flip, rotation), then ToTensor/Normalize; NCHW;
+plain SGD. torchvision does not import beside the CPU torch here, so those transforms are written with PIL
+directly, doing the same per-image work.
+
+    python bench/throughput.py resnet9 --data ../shared/data/cifar10-train-jpg.tar.gz
+
+Prints images/s for both, their ratio, and the machine; both use the same model, batch size and step count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, sgemm_peak  # noqa: E402
+
+from cifarlab.data import BatchLoader, Pipeline, load_splits  # noqa: E402
+from cifarlab.models import create_model, summarize  # noqa: E402
+
+SEED000_AUGMENT = [{"name": "crop", "padding": 4}, {"name": "flip"}, {"name": "rotate", "degrees": 10}]
+
+
+class PilDataset(torch.utils.data.Dataset):
+    """Per-image PIL transforms, as torchvision's RandomCrop(32, 4) / RandomHorizontalFlip / RandomRotation(10)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images = images.permute(0, 2, 3, 1).numpy()
+        self.labels = labels.tolist()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        img = Image.fromarray(self.images[i])
+        img = ImageOps.expand(img, border=4, fill=0)
+        x, y = random.randint(0, 8), random.randint(0, 8)
+        img = img.crop((x, y, x + 32, y + 32))
+        if random.random() < 0.5:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        img = img.rotate(random.uniform(-10, 10), resample=Image.NEAREST)
+        t = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)
+        return (t - 0.5) / 0.5, self.labels[i]
+
+
+def timed_steps(model, batches, steps: int, warmup: int, lr: float = 0.01) -> float:
+    """Images per second over `steps` SGD steps after `warmup` untimed ones (data time included)."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    model.train()
+    it = iter(batches)
+    seen, start = 0, None
+    for s in range(warmup + steps):
+        if s == warmup:
+            start = time.perf_counter()
+            seen = 0
+        x, y = next(it)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        seen += len(y)
+    return seen / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model")
+    p.add_argument("--data", default="../shared/data/cifar10-train-jpg.tar.gz")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--warmup", type=int, default=5)
+    args = p.parse_args()
+
+    splits = load_splits(args.data)
+    torch.manual_seed(0)
+    random.seed(0)
+    model = create_model(args.model)
+
+    loader = BatchLoader(splits.train, args.batch_size, mean=[0.5] * 3, std=[0.5] * 3, shuffle=True,
+                         pipeline=Pipeline(SEED000_AUGMENT), seed=0)
+    ours = timed_steps(model, loader.epoch(0), args.steps, args.warmup)
+
+    ref_loader = torch.utils.data.DataLoader(PilDataset(splits.train.images, splits.train.labels),
+                                             batch_size=args.batch_size, shuffle=True, num_workers=0)
+    ref = timed_steps(create_model(args.model), ref_loader, args.steps, args.warmup)
+
+    peak = sgemm_peak()
+    flop_per_img = 3 * 2 * summarize(create_model(args.model)).macs  # forward + backward ~ 3x forward
+    print(f"machine: {machine()}")
+    print(f"model {args.model}  batch {args.batch_size}  {args.steps} timed steps after {args.warmup} warm-up")
+    print(f"cifarlab engine     {ours:8.1f} img/s  {ours * flop_per_img / 1e9:6.0f} GFLOP/s")
+    print(f"seed-style loop     {ref:8.1f} img/s  {ref * flop_per_img / 1e9:6.0f} GFLOP/s")
+    print(f"ratio               {ours / ref:8.2f}x   (fp32 sgemm peak {peak:.0f} GFLOP/s)")
+
+
+if __name__ == "__main__":
+    main()

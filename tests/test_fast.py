@@ -1,0 +1,144 @@
+"""The fast engine's parts: fast nets, whitening, Muon, weight averaging, triangle schedule, TTA, time budget."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+import cifarlab
+from cifarlab.config import make_config
+from cifarlab.models import count_params, create_model
+from cifarlab.train.ema import WeightAverage
+from cifarlab.train.engine import tta_logits
+from cifarlab.train.optim import MuonSGD, orthogonalize, param_groups
+from cifarlab.train.schedules import lr_at
+from conftest import make_cifar10_python
+
+
+def test_fast_family_sizes_and_budget():
+    assert count_params(create_model("fast94")) == 1_972_792
+    assert count_params(create_model("fast95")) <= 5_000_000
+    assert count_params(create_model("fast96")) > 5_000_000
+    m = create_model("fast94", num_classes=100)
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+
+
+def test_fast_net_frozen_parts_and_dirac_init():
+    m = create_model("fast94")
+    assert not m.whiten.weight.requires_grad and m.whiten.bias.requires_grad
+    assert all(not bn.weight.requires_grad for bn in (m.groups[0].bn1, m.groups[2].bn2))
+    w = m.groups[1].conv2.weight  # 256 -> 256: identity on all channels
+    assert torch.equal(w[:, :, 1, 1], torch.eye(256)) and w[:, :, 0, 0].abs().sum() == 0
+    w = m.groups[1].conv1.weight  # 64 -> 256: identity on the first 64 outputs only
+    assert torch.equal(w[:64, :, 1, 1], torch.eye(64))
+
+
+def test_whitening_stem_decorrelates_patches():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(400, 1, 32, 32, generator=g)
+    x = torch.cat([base, 0.9 * base + 0.1 * torch.randn(400, 1, 32, 32, generator=g),
+                   torch.randn(400, 1, 32, 32, generator=g)], 1)  # strongly correlated channels
+    m = create_model("fast94")
+    m.init_from_data(x, eps=0.0)
+    out = torch.nn.functional.conv2d(x, m.whiten.weight[:12])  # the 12 whitening directions
+    feats = out.permute(0, 2, 3, 1).reshape(-1, 12)
+    cov = torch.cov(feats.T.double())
+    assert torch.allclose(cov, torch.eye(12, dtype=torch.float64), atol=0.05)
+    assert torch.equal(m.whiten.weight[12:], -m.whiten.weight[:12])
+
+
+def test_orthogonalize_pushes_singular_values_towards_one():
+    g = torch.randn(64, 200) * torch.linspace(0.01, 10, 200)
+    s = torch.linalg.svdvals(orthogonalize(g))
+    assert s.min() > 0.5 and s.max() < 1.5
+
+
+def test_muon_steps_conv_filters_and_sgd_the_rest():
+    torch.manual_seed(0)
+    m = create_model("fast94")
+    cfg = make_config(optimizer="muon", lr=0.1, bias_lr_scale=4)
+    groups = param_groups(m, cfg)
+    assert groups[0]["muon"] and not groups[1]["muon"] and groups[1]["lr_scale"] == 4
+    opt = MuonSGD(groups, lr=0.1, momentum=0.9)
+    before = [p.detach().clone() for p in m.parameters()]
+    m(torch.randn(4, 3, 32, 32)).sum().backward()
+    opt.step()
+    changed = [not torch.equal(a, p) for a, p in zip(before, m.parameters(), strict=True)]
+    trainable = [p.requires_grad for p in m.parameters()]
+    assert changed == trainable
+
+
+def test_weight_average_and_lookahead():
+    m = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        m.weight.fill_(1.0)
+    avg = WeightAverage(m, decay=0.5, every=2, lookahead=True)
+    with torch.no_grad():
+        m.weight.fill_(3.0)
+    avg.update(m, step=0)  # not an update step
+    assert torch.equal(m.weight, torch.full((1, 2), 3.0))
+    avg.update(m, step=1, keep=0.25)  # average = 0.25 * 1 + 0.75 * 3 = 2.5, copied back (lookahead)
+    assert torch.allclose(avg.shadow["weight"], torch.full((1, 2), 2.5))
+    assert torch.allclose(m.weight, avg.shadow["weight"])
+
+
+def test_triangle_schedule():
+    cfg = make_config(schedule="triangle", lr=2.0, epochs=10, onecycle_pct_start=0.2, onecycle_div_factor=5,
+                      final_lr_frac=0.1)
+    assert lr_at(cfg, 0, 10) == pytest.approx(0.4)
+    assert lr_at(cfg, 10, 10) == pytest.approx(0.4 + 1.6 * 0.5)
+    assert lr_at(cfg, 20, 10) == pytest.approx(2.0)
+    assert lr_at(cfg, 100, 10) == pytest.approx(0.2)
+    assert lr_at(cfg, 60, 10) == pytest.approx(2.0 - 1.8 * 0.5)
+
+
+def test_tta_views():
+    torch.manual_seed(0)
+    m = create_model("resnet_small").eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(tta_logits(m, x, "none"), m(x))
+        flip = tta_logits(m, x, "flip")
+        assert torch.allclose(flip, (m(x) + m(x.flip(3))) / 2, atol=1e-5)
+        full = tta_logits(m, x, "flip_translate")
+    assert full.shape == (3, 10) and not torch.allclose(full, flip)
+
+
+def test_fast94_recipe_trains_with_every_method(tmp_path):
+    make_cifar10_python(tmp_path, per_batch=40, test=10)
+    res = cifarlab.train("fast94", data=str(tmp_path), epochs=4, batch_size=50, stem_bias_epochs=2,
+                         out=str(tmp_path / "r"), progress=False)
+    s = res.summary
+    assert s["tta"] == "flip_translate" and 0 <= s["final_tta"]["val_top1"] <= 1
+    ckpt = torch.load(res.run_dir / "last.pt", weights_only=True)
+    assert ckpt["ema"] is not None and ckpt["train_state_dict"] is not None
+    # the saved weights are the average; they evaluate to what training reported
+    m = cifarlab.evaluate(res.run_dir / "last.pt", out=tmp_path / "ev")
+    assert m["top1"] == pytest.approx(res.history[-1]["val_top1"])
+
+
+def test_muon_recipe_option_trains(tmp_path):
+    make_cifar10_python(tmp_path, per_batch=20, test=10)
+    res = cifarlab.train("fast94", data=str(tmp_path), epochs=1, batch_size=50, optimizer="muon", lr=0.05,
+                         muon_lr_ratio=2.0, out=str(tmp_path / "r"), progress=False)
+    assert res.history[-1]["train_loss"] < 10
+
+
+def test_time_budget_ends_on_time_with_a_fully_annealed_schedule(tmp_path):
+    make_cifar10_python(tmp_path, per_batch=100, test=10)
+    budget_s = 4.0
+    t = time.perf_counter()
+    res = cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=2, batch_size=25, schedule="cosine",
+                         lr=0.1, min_lr=0.001, time_budget=budget_s / 60, out=str(tmp_path / "r"), progress=False)
+    elapsed = time.perf_counter() - t
+    steps = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines() if '"step"' in x]
+    # the planned 2 epochs are 40 steps; in 4 s many more run, and the LR ends at the bottom of the cosine
+    assert res.summary["epochs_run"] >= 1
+    assert steps[-1]["lr"] == pytest.approx(0.001, rel=0.1, abs=2e-3)
+    assert steps[0]["lr"] > 0.09
+    lrs = [s["lr"] for s in steps]
+    assert all(a >= b - 1e-12 for a, b in zip(lrs, lrs[1:], strict=False))  # follows the clock monotonically
+    assert elapsed < budget_s + 15  # setup, the last epoch's evaluation and checkpoints come on top
