@@ -120,7 +120,7 @@ def test_evaluate_writes_documented_outputs(trained_run, tmp_path):
 
 def test_predict_writes_kaggle_csv(trained_run, tmp_path):
     images = make_unlabeled_pickle(tmp_path / "nolabels.pkl", n=12)
-    res = cifarlab.predict(trained_run / "best.pt", tmp_path / "nolabels.pkl", out=tmp_path / "sub.csv", tta_flip=True)
+    res = cifarlab.predict(trained_run / "best.pt", tmp_path / "nolabels.pkl", out=tmp_path / "sub.csv", tta=True)
     rows = list(csv.reader(open(tmp_path / "sub.csv")))
     assert rows[0] == ["ID", "Labels"] and len(rows) == 13
     assert [int(r[0]) for r in rows[1:]] == list(range(1000, 1012))

@@ -59,7 +59,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     from .evaluate.evaluate import format_report
 
     m = evaluate(args.checkpoint, args.data, split=args.split, out=args.out, batch_size=args.batch_size,
-                 device=args.device, tta_flip=args.tta)
+                 device=args.device, tta=args.tta)
     print(format_report(m))
     return 0
 
@@ -67,7 +67,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
     from .evaluate import predict
 
-    res = predict(args.checkpoint, args.input, args.out, tta_flip=args.tta, label_names=args.label_names,
+    res = predict(args.checkpoint, args.input, args.out, tta=args.tta, label_names=args.label_names,
                   batch_size=args.batch_size, device=args.device)
     print(f"wrote {len(res['ids'])} predictions to {res['out']}")
     return 0
@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="default: the data the checkpoint was trained on")
     e.add_argument("--split", choices=["val", "test", "train"], help="default: val if the run had one, else test")
     e.add_argument("--out", help="output directory (default: eval/ beside the checkpoint)")
-    e.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
+    e.add_argument("--tta", nargs="?", const="flip", default="none", choices=["none", "flip", "flip_translate"],
+                   help="test-time augmentation (--tta alone: flip)")
     e.add_argument("--batch-size", type=int, default=500)
     e.add_argument("--device", default="auto")
     e.set_defaults(func=cmd_eval)
@@ -161,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("checkpoint")
     r.add_argument("--input", nargs="+", required=True, help="unlabeled pickle, image folder or image files")
     r.add_argument("--out", default="submission.csv")
-    r.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
+    r.add_argument("--tta", nargs="?", const="flip", default="none", choices=["none", "flip", "flip_translate"],
+                   help="test-time augmentation (--tta alone: flip)")
     r.add_argument("--label-names", action="store_true", help="write class names instead of indices")
     r.add_argument("--batch-size", type=int, default=500)
     r.add_argument("--device", default="auto")

@@ -43,6 +43,7 @@ class Config:
     eval_batch_size: int = 500  # images per forward pass when evaluating
     optimizer: str = "sgd"  # sgd | adam | adamw
     lr: float = 0.1  # peak learning rate (for `cyclic`, the cycle's upper bound)
+    lr_reference_batch: int = 0  # if > 0, `lr` is for this batch size and scales linearly to `batch_size`
     momentum: float = 0.9  # SGD momentum (Adam's beta1 is `betas[0]`)
     nesterov: bool = False  # Nesterov momentum for SGD
     betas: list = field(default_factory=lambda: [0.9, 0.999])  # Adam/AdamW moment decay rates
@@ -87,7 +88,8 @@ class Config:
     early_stop_patience: int = 0  # stop after this many epochs without a new best (0 = never)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # CPU threads for torch (0 = torch's default)
-    channels_last: bool = False  # NHWC memory format (faster on GPUs with tensor cores)
+    channels_last: bool = False  # NHWC memory format (faster for convs on GPUs and on CPUs with oneDNN)
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 (autocast; fast on CPUs with avx512_bf16)
     out: str = ""  # run directory ("" = runs/<recipe>-<timestamp>)
     recipe: str = ""  # name of the recipe this config came from (informational)
     progress: bool = True  # show a progress bar
@@ -140,6 +142,7 @@ _CHOICES = {
     "optimizer": ("sgd", "adam", "adamw", "muon"),
     "schedule": ("constant", "multistep", "exponential", "cosine", "cyclic", "onecycle", "triangle", "plateau"),
     "tta": ("none", "flip", "flip_translate"),
+    "precision": ("auto", "fp32", "bf16"),
     "schedule_interval": ("step", "epoch"),
     "cyclic_mode": ("triangular", "triangular2", "exp_range"),
     "label_mode": ("fine", "coarse"),

@@ -13,6 +13,7 @@ from ..errors import CifarlabError
 from ..metrics import per_class_accuracy
 from ..train.checkpoint import load_checkpoint, model_from_checkpoint
 from ..train.engine import evaluate_model
+from ..train.engine import tta_mode as _tta
 from ..train.trainer import resolve_device
 
 log = logging.getLogger("cifarlab")
@@ -20,7 +21,7 @@ log = logging.getLogger("cifarlab")
 
 def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | None = None,
              out: str | Path | None = None, batch_size: int = 500, device: str = "auto",
-             tta_flip: bool = False) -> dict[str, Any]:
+             tta: str | bool = "none") -> dict[str, Any]:
     """Evaluate `checkpoint` on `split` of `data` (defaults: the data and validation part it trained on).
 
     Writes ``metrics.json``, ``confusion.csv`` and ``per_class.csv`` into `out` (default: ``eval/`` beside
@@ -39,7 +40,8 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
     dev = resolve_device(device)
     model = model_from_checkpoint(ckpt).to(dev)
     loader = BatchLoader(images, batch_size, mean=ckpt["mean"], std=ckpt["std"], device=dev)
-    res = evaluate_model(model, loader, ckpt["num_classes"], tta_flip=tta_flip, progress=True)
+    res = evaluate_model(model, loader, ckpt["num_classes"], tta=_tta(tta), progress=True,
+                         precision=ckpt.get("config", {}).get("precision", "auto"))
     classes = ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])]
     per_class = per_class_accuracy(res["confusion"]).tolist()
 
@@ -57,7 +59,7 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
             w.writerow([name, f"{acc:.4f}", cnt])
     metrics = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "count": res["count"],
                "loss": res["loss"], "top1": res["top1"], "top2": res["top2"], "top3": res["top3"],
-               "per_class": dict(zip(classes, per_class, strict=True)), "tta_flip": tta_flip}
+               "per_class": dict(zip(classes, per_class, strict=True)), "tta": _tta(tta)}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     metrics["confusion"] = res["confusion"]
     metrics["classes"] = classes

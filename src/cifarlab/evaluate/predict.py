@@ -19,6 +19,7 @@ from ..data.formats import IMAGE_SUFFIXES
 from ..errors import CifarlabError
 from ..train.checkpoint import load_checkpoint, model_from_checkpoint
 from ..train.engine import evaluate_model
+from ..train.engine import tta_mode as _tta
 from ..train.trainer import resolve_device
 
 
@@ -58,7 +59,7 @@ def load_inputs(paths: list[str | Path]) -> ImageSet:
 
 
 def predict(checkpoint: str | Path, inputs: str | Path | list, out: str | Path = "submission.csv", *,
-            tta_flip: bool = False, label_names: bool = False, batch_size: int = 500,
+            tta: str | bool = "none", label_names: bool = False, batch_size: int = 500,
             device: str = "auto") -> dict[str, Any]:
     """Predict a class for every input image and write ``ID,Labels`` rows to `out`.
 
@@ -70,7 +71,8 @@ def predict(checkpoint: str | Path, inputs: str | Path | list, out: str | Path =
     dev = resolve_device(device)
     model = model_from_checkpoint(ckpt).to(dev)
     loader = BatchLoader(data, batch_size, mean=ckpt["mean"], std=ckpt["std"], device=dev)
-    probs = evaluate_model(model, loader, ckpt["num_classes"], tta_flip=tta_flip, return_outputs=True,
+    probs = evaluate_model(model, loader, ckpt["num_classes"], tta=_tta(tta), return_outputs=True,
+                           precision=ckpt.get("config", {}).get("precision", "auto"),
                            progress=True)["probs"]
     pred = probs.argmax(1).tolist()
     classes = ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])]

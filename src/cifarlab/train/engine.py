@@ -27,18 +27,24 @@ def progress_bar(total: int, desc: str, enabled: bool):
                 disable=not enabled or not (in_notebook or sys.stderr.isatty()))
 
 
-def autocast(device: torch.device):
-    # bf16 autocast on GPUs: no loss scaling needed; CPU stays fp32 (bf16 is slower on most CPUs).
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto" means bf16 on GPUs (no loss scaling needed) and fp32 on CPUs, where bf16 is only fast with
+    native bf16 instructions (avx512_bf16, AMX): recipes that want it there say `precision: bf16`."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    enabled = resolve_precision(precision, device) == "bf16"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Optimizer, *, epoch: int,
                     first_step: int, lr_fn: Callable[[int], float], label_smoothing: float = 0.0,
                     grad_clip: float = 0.0, progress: bool = True, desc: str = "",
                     after_step: Callable[[int], None] | None = None,
-                    stop: Callable[[], bool] | None = None) -> tuple[dict, list[dict]]:
+                    stop: Callable[[], bool] | None = None, precision: str = "auto") -> tuple[dict, list[dict]]:
     """Train on the batches of `epoch` (all of them, or until `stop()` says so); returns epoch totals and a
     per-step log (step, lr, loss). `after_step(step)` runs after each optimizer step (weight averaging)."""
     model.train()
@@ -53,7 +59,7 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
         for x, y in loader.epoch(epoch):
             lr = lr_fn(step)
             set_lr(optimizer, lr)
-            with autocast(device):
+            with autocast(device, precision):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
             optimizer.zero_grad(set_to_none=True)
@@ -83,6 +89,14 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
             "train_time": time.perf_counter() - start, "images": seen}, steps
 
 
+def tta_mode(tta: str | bool) -> str:
+    """True/False are shorthand for "flip"/"none"; strings must name a mode."""
+    mode = {True: "flip", False: "none"}.get(tta, tta) if isinstance(tta, bool) else tta
+    if mode not in ("none", "flip", "flip_translate"):
+        raise CifarlabError(f"unknown test-time augmentation '{tta}'; use none, flip or flip_translate")
+    return mode
+
+
 def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
     """Average logits over views: "flip" adds the mirror image; "flip_translate" also averages (with half the
     weight) the images shifted one pixel up-left and down-right, each with its mirror."""
@@ -100,10 +114,9 @@ def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, loader: BatchLoader, num_classes: int, *, tta: str = "none",
-                   tta_flip: bool = False, return_outputs: bool = False, progress: bool = False) -> dict:
+                   return_outputs: bool = False, progress: bool = False, precision: str = "auto") -> dict:
     """Loss, top-1/2/3 and the confusion matrix over every batch; optionally the softmax outputs.
-    `tta` is none | flip | flip_translate (`tta_flip=True` is shorthand for "flip")."""
-    tta = "flip" if tta_flip and tta == "none" else tta
+    `tta` is none | flip | flip_translate."""
     model.eval()
     device = loader.device
     loss_sum, n = 0.0, 0
@@ -112,7 +125,7 @@ def evaluate_model(model: nn.Module, loader: BatchLoader, num_classes: int, *, t
     outputs = []
     with progress_bar(len(loader), "eval", progress) as bar:
         for x, y in loader.epoch(0):
-            with autocast(device):
+            with autocast(device, precision):
                 logits = tta_logits(model, x, tta)
             labeled = y >= 0
             if labeled.any():

@@ -172,8 +172,13 @@ class Trainer:
                 return s
             return min(1.0, (time.perf_counter() - train_start) / budget_s) * total_steps
 
+        # lr given for a reference batch size scales linearly to the one used (the decay term is lr * wd,
+        # so weight decay scales with it and stays decoupled from the batch size in wd's units)
+        batch_scale = cfg.batch_size / cfg.lr_reference_batch if cfg.lr_reference_batch else 1.0
+
         def lr_fn(s: int) -> float:
-            return lr_at(cfg, progress_step(s), steps_per_epoch) * (plateau.scale if plateau is not None else 1.0)
+            plateau_scale = plateau.scale if plateau is not None else 1.0
+            return lr_at(cfg, progress_step(s), steps_per_epoch) * plateau_scale * batch_scale
 
         def out_of_time() -> bool:
             return bool(budget_s) and time.perf_counter() - train_start >= budget_s
@@ -211,11 +216,11 @@ class Trainer:
                 train_model, train_loader, optimizer, epoch=epoch, first_step=step, lr_fn=lr_fn,
                 label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip, progress=cfg.progress,
                 desc=f"epoch {epoch + 1}" + ("" if budget_s else f"/{cfg.epochs}"), after_step=after_step,
-                stop=out_of_time if budget_s else None)
+                stop=out_of_time if budget_s else None, precision=cfg.precision)
             step += len(step_logs)
             row = {"type": "epoch", "epoch": epoch + 1, **stats, "lr": step_logs[-1]["lr"] if step_logs else 0.0}
             if val_loader is not None:
-                ev = evaluate_model(evaluated(), val_loader, num_classes)
+                ev = evaluate_model(evaluated(), val_loader, num_classes, precision=cfg.precision)
                 row.update({f"val_{k}": ev[k] for k in ("loss", "top1", "top2", "top3")})
             row["elapsed"] = time.perf_counter() - train_start
             history.append(row)
@@ -246,7 +251,7 @@ class Trainer:
             raise CifarlabError("no epochs were run")
         final_tta = None
         if cfg.tta != "none" and val_loader is not None and history:
-            ev = evaluate_model(evaluated(), val_loader, num_classes, tta=cfg.tta)
+            ev = evaluate_model(evaluated(), val_loader, num_classes, tta=cfg.tta, precision=cfg.precision)
             final_tta = {f"val_{k}": ev[k] for k in ("loss", "top1", "top2", "top3")}
             log.info("final weights with %s test-time augmentation: val top1 %.2f%%", cfg.tta, 100 * ev["top1"])
         best_row = next((h for h in history if h["epoch"] == best_epoch), last_metrics)
