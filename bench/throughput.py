@@ -54,7 +54,7 @@ class PilDataset(torch.utils.data.Dataset):
         return (t - 0.5) / 0.5, self.labels[i]
 
 
-def timed_steps(model, batches, steps: int, warmup: int, lr: float = 0.01) -> float:
+def timed_steps(model, batches, steps: int, warmup: int, lr: float = 0.01, bf16: bool = False) -> float:
     """Images per second over `steps` SGD steps after `warmup` untimed ones (data time included)."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     model.train()
@@ -65,7 +65,8 @@ def timed_steps(model, batches, steps: int, warmup: int, lr: float = 0.01) -> fl
             start = time.perf_counter()
             seen = 0
         x, y = next(it)
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -80,16 +81,20 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16", help="cifarlab engine only")
+    p.add_argument("--nchw", action="store_true", help="cifarlab engine in NCHW instead of channels_last")
     args = p.parse_args()
 
     splits = load_splits(args.data)
     torch.manual_seed(0)
     random.seed(0)
     model = create_model(args.model)
-
+    channels_last = not args.nchw
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     loader = BatchLoader(splits.train, args.batch_size, mean=[0.5] * 3, std=[0.5] * 3, shuffle=True,
-                         pipeline=Pipeline(SEED000_AUGMENT), seed=0)
-    ours = timed_steps(model, loader.epoch(0), args.steps, args.warmup)
+                         pipeline=Pipeline(SEED000_AUGMENT), seed=0, channels_last=channels_last)
+    ours = timed_steps(model, loader.epoch(0), args.steps, args.warmup, bf16=args.precision == "bf16")
 
     ref_loader = torch.utils.data.DataLoader(PilDataset(splits.train.images, splits.train.labels),
                                              batch_size=args.batch_size, shuffle=True, num_workers=0)
@@ -98,7 +103,8 @@ def main() -> None:
     peak = sgemm_peak()
     flop_per_img = 3 * 2 * summarize(create_model(args.model)).macs  # forward + backward ~ 3x forward
     print(f"machine: {machine()}")
-    print(f"model {args.model}  batch {args.batch_size}  {args.steps} timed steps after {args.warmup} warm-up")
+    print(f"model {args.model}  batch {args.batch_size}  {args.steps} timed steps after {args.warmup} warm-up; "
+          f"engine: {args.precision}, {'NCHW' if args.nchw else 'channels_last'}; reference: fp32 NCHW")
     print(f"cifarlab engine     {ours:8.1f} img/s  {ours * flop_per_img / 1e9:6.0f} GFLOP/s")
     print(f"seed-style loop     {ref:8.1f} img/s  {ref * flop_per_img / 1e9:6.0f} GFLOP/s")
     print(f"ratio               {ours / ref:8.2f}x   (fp32 sgemm peak {peak:.0f} GFLOP/s)")

@@ -67,3 +67,44 @@ def test_seed001_small_three_epochs_then_eval_and_predict(tmp_path):
     assert rows[0] == ["ID", "Labels"] and len(rows) == 201
     acc = np.mean([int(r[1]) == int(y) for r, y in zip(rows[1:], val.labels[:200].tolist(), strict=True)])
     assert acc > 0.35  # the same model, so about its val accuracy
+
+
+def _short_real_run(tmp_path, name, **over):
+    out = cli("train", "--recipe", "seed001_small", "--data", REAL, "--epochs", 1, "--out", tmp_path / name,
+              *[str(x) for kv in over.items() for x in (f"--{kv[0]}", kv[1])])
+    assert out.returncode == 0, out.stderr[-2000:]
+    return tmp_path / name
+
+
+def test_compare_two_real_runs_and_render_in_chromium(tmp_path):
+    import shutil
+
+    a = _short_real_run(tmp_path, "small-lr1e-2")
+    b = _short_real_run(tmp_path, "small-lr5e-3", lr=0.005)
+    for run in (a, b):
+        assert (run / "report.html").is_file() and (run / "mistakes.png").is_file()
+    out = cli("report", a, b, "--out", tmp_path / "cmp")
+    assert out.returncode == 0, out.stderr
+    page = (tmp_path / "cmp" / "report.html").read_text()
+    assert "small-lr1e-2" in page and "small-lr5e-3" in page
+    from PIL import Image
+
+    with Image.open(tmp_path / "cmp" / "curves.png") as im:
+        assert im.size == (1100, 400)
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    for page_path in (a / "report.html", tmp_path / "cmp" / "report.html"):
+        shot = tmp_path / f"{page_path.parent.name}.png"
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'chrome-profile'}"]
+        done = subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1200,1600",
+                               page_path.as_uri()], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+        pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
+        assert pixels.std() > 10 and (pixels < 128).mean() > 0.005  # text and plots, not a blank page
+        dom = subprocess.run([chromium, *flags, "--dump-dom", page_path.as_uri()], capture_output=True, text=True,
+                             timeout=120).stdout
+        assert "<table" in dom and "val top" in dom.lower()

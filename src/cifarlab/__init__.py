@@ -11,11 +11,11 @@ Everything the command line does is a Python call first::
 
 __version__ = "0.1.0"
 
+from .api import train  # noqa: E402
 from .config import Config, list_recipes, make_config  # noqa: E402
 from .errors import CifarlabError  # noqa: E402
-from .evaluate import evaluate, predict  # noqa: E402
+from .evaluate import evaluate, predict, write_comparison  # noqa: E402
 from .models import count_params, create_model, list_models, summarize  # noqa: E402
-from .train import train  # noqa: E402
 
 __all__ = ["CifarlabError", "Config", "count_params", "create_model", "evaluate", "list_models", "list_recipes",
-           "make_config", "predict", "summarize", "train", "__version__"]
+           "make_config", "predict", "summarize", "train", "write_comparison", "__version__"]

@@ -98,6 +98,13 @@ def cmd_summary(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
+    from .evaluate import write_comparison
+
+    print(f"wrote {write_comparison(args.runs, args.out)}")
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace, extra: list[str]) -> int:
     from .config import find_recipe, list_recipes
 
@@ -178,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-classes", type=int)
     s.add_argument("--budget", help="exit non-zero when the model has more parameters, e.g. 5M")
     s.set_defaults(func=cmd_summary)
+
+    rp = sub.add_parser("report", help="one page comparing runs: overlaid curves, a sortable table of figures")
+    rp.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    rp.add_argument("--out", required=True, help="directory for report.html and its plots")
+    rp.set_defaults(func=cmd_report)
 
     rc = sub.add_parser("recipes", help="list the bundled recipes")
     rc.set_defaults(func=cmd_recipes)

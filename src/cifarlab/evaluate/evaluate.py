@@ -15,6 +15,7 @@ from ..train.checkpoint import load_checkpoint, model_from_checkpoint
 from ..train.engine import evaluate_model
 from ..train.engine import tta_mode as _tta
 from ..train.trainer import resolve_device
+from . import plots
 
 log = logging.getLogger("cifarlab")
 
@@ -24,7 +25,7 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
              tta: str | bool = "none") -> dict[str, Any]:
     """Evaluate `checkpoint` on `split` of `data` (defaults: the data and validation part it trained on).
 
-    Writes ``metrics.json``, ``confusion.csv`` and ``per_class.csv`` into `out` (default: ``eval/`` beside
+    Writes ``metrics.json``, ``confusion.csv/.png`` and ``per_class.csv/.png`` into `out` (default: ``eval/`` beside
     the checkpoint) and returns the metrics.
     """
     ckpt = load_checkpoint(checkpoint)
@@ -61,6 +62,8 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
                "loss": res["loss"], "top1": res["top1"], "top2": res["top2"], "top3": res["top3"],
                "per_class": dict(zip(classes, per_class, strict=True)), "tta": _tta(tta)}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plots.confusion(res["confusion"], classes, out_dir / "confusion.png", title=f"confusion matrix ({split})")
+    plots.per_class(per_class, classes, out_dir / "per_class.png")
     metrics["confusion"] = res["confusion"]
     metrics["classes"] = classes
     metrics["out_dir"] = str(out_dir)
@@ -77,5 +80,5 @@ def format_report(m: dict[str, Any]) -> str:
         lines += ["", "confusion matrix (rows: true, columns: predicted):"]
         lines += ["  " + " ".join(f"{v:>5}" for v in row) + f"  {c}"
                   for c, row in zip(m["classes"], m["confusion"].tolist(), strict=True)]
-    lines.append(f"\nwritten to {m['out_dir']}/ (metrics.json, confusion.csv, per_class.csv)")
+    lines.append(f"\nwritten to {m['out_dir']}/ (metrics.json, confusion.csv/.png, per_class.csv/.png)")
     return "\n".join(lines)

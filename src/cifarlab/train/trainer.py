@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +31,7 @@ from .. import __version__
 from ..config import Config, make_config, to_yaml, validate
 from ..data import BatchLoader, Pipeline, channel_mean_std, load_splits, normalize
 from ..errors import CifarlabError
-from ..models import count_params, create_model, list_models
+from ..models import count_params, create_model, list_models, summarize
 from .checkpoint import load_checkpoint, save_checkpoint
 from .ema import WeightAverage
 from .engine import evaluate_model, train_one_epoch
@@ -93,9 +94,14 @@ def _make_run_dir(cfg: Config) -> Path:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, resume_from: dict[str, Any] | None = None):
+    """`reporter(run_dir, **records)`, if given, is called when the run ends or is interrupted, with the
+    final validation predictions, so that reports need no extra pass over the data."""
+
+    def __init__(self, cfg: Config, resume_from: dict[str, Any] | None = None,
+                 reporter: Callable[..., Any] | None = None):
         self.cfg = validate(cfg)
         self.resume = resume_from
+        self.reporter = reporter
 
     def fit(self) -> RunResult:
         cfg = self.cfg
@@ -206,46 +212,64 @@ class Trainer:
         history: list[dict] = _previous_epochs(run_dir / "metrics.jsonl", start_epoch) if self.resume else []
         train_start = time.perf_counter() - (history[-1]["elapsed"] if history else 0.0)
         last_metrics: dict = history[-1] if history else {}
-        epochs = itertools.count(start_epoch) if budget_s else range(start_epoch, cfg.epochs)
-        for epoch in epochs:
-            if out_of_time():
-                break
-            if cfg.stem_bias_epochs and epoch >= cfg.stem_bias_epochs and hasattr(model, "whiten"):
-                model.whiten.bias.requires_grad_(False)  # the stem's bias has settled; stop paying for it
-            stats, step_logs = train_one_epoch(
-                train_model, train_loader, optimizer, epoch=epoch, first_step=step, lr_fn=lr_fn,
-                label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip, progress=cfg.progress,
-                desc=f"epoch {epoch + 1}" + ("" if budget_s else f"/{cfg.epochs}"), after_step=after_step,
-                stop=out_of_time if budget_s else None, precision=cfg.precision)
-            step += len(step_logs)
-            row = {"type": "epoch", "epoch": epoch + 1, **stats, "lr": step_logs[-1]["lr"] if step_logs else 0.0}
-            if val_loader is not None:
-                ev = evaluate_model(evaluated(), val_loader, num_classes, precision=cfg.precision)
-                row.update({f"val_{k}": ev[k] for k in ("loss", "top1", "top2", "top3")})
-            row["elapsed"] = time.perf_counter() - train_start
-            history.append(row)
-            with open(run_dir / "metrics.jsonl", "a") as fh:
-                for s in step_logs:
-                    fh.write(json.dumps(s) + "\n")
-                fh.write(json.dumps(row) + "\n")
+        last_eval: dict = {}
 
-            metric = row.get(cfg.best_metric, -row["train_loss"])  # without a val split, lowest train loss wins
-            improved = _better(cfg.best_metric if cfg.best_metric in row else "val_top1", metric, best)
-            if improved:
-                best, best_epoch, bad_epochs = metric, epoch + 1, 0
-            else:
-                bad_epochs += 1
-            if plateau is not None and cfg.plateau_metric in row and plateau.step(row[cfg.plateau_metric]):
-                log.info("plateau: learning rate scaled to %.3g of its schedule", plateau.scale)
-            last_metrics = row
-            save_checkpoint(checkpoint(epoch + 1, row), run_dir / "last.pt")
-            if improved:
-                save_checkpoint(checkpoint(epoch + 1, row), run_dir / "best.pt")
-            log.info(_epoch_line(row, 0 if budget_s else cfg.epochs, improved))
-            if cfg.early_stop_patience and bad_epochs >= cfg.early_stop_patience:
-                log.info("early stop: no better %s for %d epochs (best %.4f at epoch %d)", cfg.best_metric,
-                         bad_epochs, best, best_epoch)
-                break
+        def report() -> None:
+            if self.reporter is None:
+                return
+            linear = [m for m in eval_model.modules() if isinstance(m, nn.Linear)]
+            self.reporter(run_dir, classes=splits.classes, confusion=last_eval.get("confusion"),
+                          val_images=splits.val.images if splits.val is not None else None,
+                          val_labels=splits.val.labels if splits.val is not None else None,
+                          val_probs=last_eval.get("probs"), classifier=linear[-1].weight if linear else None,
+                          model_summary=summarize(eval_model).table())
+
+        epochs = itertools.count(start_epoch) if budget_s else range(start_epoch, cfg.epochs)
+        try:
+            for epoch in epochs:
+                if out_of_time():
+                    break
+                if cfg.stem_bias_epochs and epoch >= cfg.stem_bias_epochs and hasattr(model, "whiten"):
+                    model.whiten.bias.requires_grad_(False)  # the stem's bias has settled; stop paying for it
+                stats, step_logs = train_one_epoch(
+                    train_model, train_loader, optimizer, epoch=epoch, first_step=step, lr_fn=lr_fn,
+                    label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip, progress=cfg.progress,
+                    desc=f"epoch {epoch + 1}" + ("" if budget_s else f"/{cfg.epochs}"), after_step=after_step,
+                    stop=out_of_time if budget_s else None, precision=cfg.precision)
+                step += len(step_logs)
+                row = {"type": "epoch", "epoch": epoch + 1, **stats, "lr": step_logs[-1]["lr"] if step_logs else 0.0}
+                if val_loader is not None:
+                    ev = evaluate_model(evaluated(), val_loader, num_classes, precision=cfg.precision,
+                                        return_outputs=self.reporter is not None)
+                    row.update({f"val_{k}": ev[k] for k in ("loss", "top1", "top2", "top3")})
+                    last_eval = ev
+                row["elapsed"] = time.perf_counter() - train_start
+                history.append(row)
+                with open(run_dir / "metrics.jsonl", "a") as fh:
+                    for s in step_logs:
+                        fh.write(json.dumps(s) + "\n")
+                    fh.write(json.dumps(row) + "\n")
+
+                metric = row.get(cfg.best_metric, -row["train_loss"])  # without a val split, lowest train loss wins
+                improved = _better(cfg.best_metric if cfg.best_metric in row else "val_top1", metric, best)
+                if improved:
+                    best, best_epoch, bad_epochs = metric, epoch + 1, 0
+                else:
+                    bad_epochs += 1
+                if plateau is not None and cfg.plateau_metric in row and plateau.step(row[cfg.plateau_metric]):
+                    log.info("plateau: learning rate scaled to %.3g of its schedule", plateau.scale)
+                last_metrics = row
+                save_checkpoint(checkpoint(epoch + 1, row), run_dir / "last.pt")
+                if improved:
+                    save_checkpoint(checkpoint(epoch + 1, row), run_dir / "best.pt")
+                log.info(_epoch_line(row, 0 if budget_s else cfg.epochs, improved))
+                if cfg.early_stop_patience and bad_epochs >= cfg.early_stop_patience:
+                    log.info("early stop: no better %s for %d epochs (best %.4f at epoch %d)", cfg.best_metric,
+                             bad_epochs, best, best_epoch)
+                    break
+        except KeyboardInterrupt:
+            report()  # the plots of what was trained so far
+            raise
 
         if not history and self.resume is None:
             raise CifarlabError("no epochs were run")
@@ -267,6 +291,7 @@ class Trainer:
             "cifarlab_version": __version__,
         }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        report()
         log.info("done: best %s %.4f at epoch %d; run directory %s", cfg.best_metric, best if best is not None
                  else float("nan"), best_epoch, run_dir)
         return RunResult(run_dir, summary, history)
@@ -303,7 +328,7 @@ def _ensure_logging() -> None:
 
 
 def train(recipe: str | None = None, data: str | None = None, *, resume: str | None = None,
-          **overrides: Any) -> RunResult:
+          reporter: Callable[..., Any] | None = None, **overrides: Any) -> RunResult:
     """Train a model.
 
     ``recipe`` is a recipe name (``cifarlab.list_recipes()``) or a YAML path (a run's ``config.yaml`` works);
@@ -322,6 +347,6 @@ def train(recipe: str | None = None, data: str | None = None, *, resume: str | N
             base["data"] = data
         base["out"] = str(Path(resume) if Path(resume).is_dir() else Path(resume).parent)
         cfg = make_config(None, **base)
-        return Trainer(cfg, resume_from=ckpt).fit()
+        return Trainer(cfg, resume_from=ckpt, reporter=reporter).fit()
     cfg = make_config(recipe, **({"data": data} if data is not None else {}), **overrides)
-    return Trainer(cfg).fit()
+    return Trainer(cfg, reporter=reporter).fit()

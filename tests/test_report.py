@@ -1,0 +1,99 @@
+"""Every run draws its plots and report.html; `cifarlab report` compares runs; `eval` draws its plots."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from PIL import Image
+
+import cifarlab
+from cifarlab.cli import main
+from cifarlab.evaluate.report import RUN_PLOTS
+from cifarlab.train.checkpoint import load_checkpoint
+from conftest import make_cifar10_python
+
+# figure sizes (inches) x 100 dpi, for 10 classes
+EXPECTED_SIZES = {"curves.png": (1100, 400), "lr.png": (800, 320), "confusion.png": (750, 637),
+                  "per_class.png": (700, 380), "weights.png": (1000, 400)}
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    make_cifar10_python(root, per_batch=40, test=10)
+    return cifarlab.train("seed001_small", data=str(root), epochs=1, batch_size=50, out=str(root / "run"),
+                          progress=False)
+
+
+def test_every_plot_and_the_page_exist(one_epoch_run):
+    run_dir = one_epoch_run.run_dir
+    for name in RUN_PLOTS:
+        path = run_dir / name
+        assert path.is_file(), name
+        with Image.open(path) as im:
+            im.load()  # decodes the whole PNG
+            if name in EXPECTED_SIZES:
+                w, h = EXPECTED_SIZES[name]
+                assert abs(im.size[0] - w) <= 1 and abs(im.size[1] - h) <= 1, (name, im.size)
+            elif name == "mistakes.png":
+                assert im.size[0] == 1200 and im.size[1] % 180 in (0, 1)
+    page = (run_dir / "report.html").read_text()
+    for name in RUN_PLOTS:
+        assert f'data-file="{name}"' in page
+        assert page.count("data:image/png;base64,") >= len(RUN_PLOTS)  # self-contained
+    top1 = one_epoch_run.summary["best_epoch_metrics"]["val_top1"]
+    assert f"val top-1 {100 * top1:.2f}%" in page
+    assert "Total params: 78,042" in page and "seed001_small" in page
+    assert re.search(r"<th>class</th><th>accuracy</th>", page)
+
+
+def test_interrupted_run_still_gets_its_report(tmp_path, monkeypatch):
+    from cifarlab.train import trainer as trainer_mod
+
+    make_cifar10_python(tmp_path, per_batch=20, test=10)
+    real = trainer_mod.train_one_epoch
+    calls = {"n": 0}
+
+    def interrupt_second(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(trainer_mod, "train_one_epoch", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=3, batch_size=50, out=str(tmp_path / "r"),
+                       progress=False)
+    assert (tmp_path / "r" / "report.html").is_file() and (tmp_path / "r" / "curves.png").is_file()
+    assert load_checkpoint(tmp_path / "r" / "last.pt")["epoch"] == 1
+
+
+def test_compare_runs_page(one_epoch_run, tmp_path, capsys):
+    other = cifarlab.train(str(one_epoch_run.run_dir / "config.yaml"), lr=0.05, out=str(tmp_path / "other"),
+                           progress=False)
+    code = main(["report", str(one_epoch_run.run_dir), str(other.run_dir), "--out", str(tmp_path / "cmp")])
+    assert code == 0
+    page = (tmp_path / "cmp" / "report.html").read_text()
+    assert 'class="sortable"' in page and "train-val gap" in page
+    assert "run" in page and "other" in page
+    with Image.open(tmp_path / "cmp" / "curves.png") as im:
+        assert im.size == (1100, 400)
+
+
+def test_report_rejects_non_runs(tmp_path, capsys):
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_eval_writes_its_plots(one_epoch_run, tmp_path):
+    cifarlab.evaluate(one_epoch_run.run_dir / "best.pt", out=tmp_path / "ev")
+    for name in ("confusion.png", "per_class.png", "confusion.csv", "per_class.csv"):
+        assert (tmp_path / "ev" / name).is_file()
+
+
+def test_no_report_when_asked(tmp_path):
+    make_cifar10_python(tmp_path, per_batch=20, test=10)
+    res = cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=1, batch_size=50, out=str(tmp_path / "r"),
+                         progress=False, report=False)
+    assert not (res.run_dir / "report.html").exists()
