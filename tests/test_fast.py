@@ -142,3 +142,34 @@ def test_time_budget_ends_on_time_with_a_fully_annealed_schedule(tmp_path):
     lrs = [s["lr"] for s in steps]
     assert all(a >= b - 1e-12 for a, b in zip(lrs, lrs[1:], strict=False))  # follows the clock monotonically
     assert elapsed < budget_s + 15  # setup, the last epoch's evaluation and checkpoints come on top
+
+
+def test_saved_weights_are_the_average_even_without_a_val_split(tmp_path):
+    make_cifar10_python(tmp_path, per_batch=20, test=10)
+    res = cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=1, batch_size=25, val_split=0,
+                         ema_decay=0.5, ema_every=1, out=str(tmp_path / "r"), progress=False, report=False)
+    ckpt = torch.load(res.run_dir / "last.pt", weights_only=True)
+    for k, v in ckpt["ema"].items():
+        assert torch.equal(ckpt["state_dict"][k], v), k
+
+
+def test_progressive_resizing_schedule():
+    from cifarlab.data.formats import ImageSet
+    from cifarlab.data.loader import BatchLoader
+
+    data = ImageSet(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.zeros(8, dtype=torch.long))
+    loader = BatchLoader(data, 4, mean=[0.5] * 3, std=[0.25] * 3, resize_schedule=[[0, 16], [2, 24], [3, 32]])
+    assert [next(iter(loader.epoch(e)))[0].shape[-1] for e in range(5)] == [16, 16, 24, 32, 32]
+    # downscaling a constant image keeps its value
+    flat = ImageSet(torch.full((4, 3, 32, 32), 200, dtype=torch.uint8), torch.zeros(4, dtype=torch.long))
+    x, _ = next(iter(BatchLoader(flat, 4, mean=[0] * 3, std=[1] * 3, resize_schedule=[[0, 20]]).epoch(0)))
+    assert torch.allclose(x, torch.full_like(x, 200 / 255), atol=1e-5)
+    with pytest.raises(cifarlab.CifarlabError, match="resize_schedule"):
+        make_config(resize_schedule=[[0, 4]])
+
+
+def test_fast_net_trains_with_progressive_resizing(tmp_path):
+    make_cifar10_python(tmp_path, per_batch=20, test=10)
+    res = cifarlab.train("fast94", data=str(tmp_path), epochs=2, batch_size=50, resize_schedule=[[0, 24], [1, 32]],
+                         out=str(tmp_path / "r"), progress=False, report=False)
+    assert len(res.history) == 2

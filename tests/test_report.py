@@ -97,3 +97,18 @@ def test_no_report_when_asked(tmp_path):
     res = cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=1, batch_size=50, out=str(tmp_path / "r"),
                          progress=False, report=False)
     assert not (res.run_dir / "report.html").exists()
+
+
+def test_tensorboard_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    make_cifar10_python(tmp_path, per_batch=20, test=10)
+    res = cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=2, batch_size=50, out=str(tmp_path / "r"),
+                         progress=False, tensorboard=True, report=False)
+    acc = EventAccumulator(str(res.run_dir / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"Loss/train", "Loss/val", "Accuracy/train", "Accuracy/val_top1", "LR"} <= tags
+    assert [e.step for e in acc.Scalars("Loss/val")] == [1, 2]
+    assert len(acc.Scalars("LR")) == 2 * 2  # 2 steps per epoch (80 images / batch 50)

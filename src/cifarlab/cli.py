@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from typing import Any
 
 import yaml
 
-from .errors import CifarlabError
+from .errors import CifarlabError, Interrupted
 
 log = logging.getLogger("cifarlab")
 
@@ -39,18 +40,18 @@ def _parse_overrides(tokens: list[str]) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
-    from .train import train
+    from .api import train
 
     overrides = _parse_overrides(extra)
     for key in ("epochs", "seed", "out", "val_split"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     if args.resume:
-        train(resume=args.resume, data=args.data, **overrides)
+        train(resume=args.resume, data=args.data, report=not args.no_report, **overrides)
         return 0
     if not args.recipe and not overrides.get("model"):
         raise CifarlabError("give --recipe NAME (cifarlab recipes lists them) or at least --model NAME")
-    train(args.recipe, data=args.data, **overrides)
+    train(args.recipe, data=args.data, report=not args.no_report, **overrides)
     return 0
 
 
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default runs/<recipe>-<time>)")
     t.add_argument("--val-split", dest="val_split", type=float, help="validation share (0 = none)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
+    t.add_argument("--no-report", action="store_true", help="skip the plots and report.html")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint: loss, top-1/2/3, per-class, confusion matrix")
@@ -220,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     except CifarlabError as exc:
         print(f"cifarlab: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        name = signal.Signals(exc.signum).name
+        print(f"cifarlab: {name}: stopped after step {exc.step}; {exc.run_dir}/last.pt holds everything "
+              f"(continue with: cifarlab train --resume {exc.run_dir})", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("cifarlab: interrupted; the last completed epoch's last.pt is kept "
               "(continue with: cifarlab train --resume RUN_DIR)", file=sys.stderr)

@@ -36,6 +36,8 @@ class Config:
     mean: Any = "auto"  # per-channel normalization mean in [0,1] units, or "auto" = training-split mean
     std: Any = "auto"  # per-channel normalization std in [0,1] units, or "auto" = training-split std
     augment: list = field(default_factory=list)  # ordered list of {name: ..., **options} batch augmentations
+    resize_schedule: list = field(default_factory=list)  # progressive resizing: [[from_epoch, size], ...], e.g.
+    #                                [[0, 24], [4, 32]] trains at 24 px for 4 epochs, then at full size (empty = off)
 
     # --- optimization ----------------------------------------------------------------------------------
     epochs: int = 30  # passes over the training split
@@ -86,6 +88,7 @@ class Config:
     deterministic: bool = False  # force deterministic kernels (slower; bit-reproducible on one machine)
     best_metric: str = "val_top1"  # metric that selects best.pt (val_top1/2/3 maximized, val_loss minimized)
     early_stop_patience: int = 0  # stop after this many epochs without a new best (0 = never)
+    checkpoint_every: int = 0  # also write last.pt every this many optimizer steps within an epoch (0 = epoch ends)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # CPU threads for torch (0 = torch's default)
     channels_last: bool = False  # NHWC memory format (faster for convs on GPUs and on CPUs with oneDNN)
@@ -95,6 +98,7 @@ class Config:
     progress: bool = True  # show a progress bar
     tta: str = "none"  # test-time augmentation for the final evaluation: none | flip | flip_translate
     time_budget: float = 0.0  # minutes of training: schedules follow elapsed time, the run ends on time (0 = off)
+    tensorboard: bool = False  # also log scalars for TensorBoard into RUN_DIR/tensorboard (needs `tensorboard`)
     compile: bool = False  # torch.compile the model (the first step compiles for about a minute on CPU)
 
 
@@ -177,6 +181,10 @@ def validate(cfg: Config) -> Config:
         raise CifarlabError(f"config key 'std' must be positive; got {cfg.std}")
     if len(cfg.betas) != 2:
         raise CifarlabError(f"config key 'betas' must be a list of 2 numbers; got {cfg.betas}")
+    for i, item in enumerate(cfg.resize_schedule):
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and all(isinstance(v, (int, float)) for v in item)
+                and item[1] >= 8):
+            raise CifarlabError(f"config key 'resize_schedule' item {i} must be [from_epoch, size >= 8]; got {item!r}")
     for i, aug in enumerate(cfg.augment):
         if not isinstance(aug, dict) or "name" not in aug:
             raise CifarlabError(f"config key 'augment' item {i} must be a mapping with a 'name'; got {aug!r}")

@@ -3,4 +3,18 @@ config) is raised as a :class:`CifarlabError`, which the CLI turns into one line
 
 
 class CifarlabError(Exception):
-    """A user-facing error whose message is complete on one line."""
+    """A user-facing error whose message is complete on one line (library messages quoted inside it may
+    span lines; they are folded here)."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after finishing its current step and saving ``last.pt``."""
+
+    def __init__(self, signum: int, run_dir: str, step: int):
+        super().__init__(f"interrupted by signal {signum} after step {step}")
+        self.signum = signum
+        self.run_dir = run_dir
+        self.step = step

@@ -6,6 +6,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -40,53 +41,74 @@ def autocast(device: torch.device, precision: str = "auto"):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Optimizer, *, epoch: int,
+@dataclass
+class EpochState:
+    """Progress through one epoch. Saved in mid-epoch checkpoints, so a resumed epoch carries on exactly
+    where it stopped: the same remaining batches, the same running totals, the same step log."""
+
+    epoch: int
+    batch: int = 0  # batches already trained in this epoch
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    train_time: float = 0.0
+    steps: list = field(default_factory=list)
+    complete: bool = False
+
+    def totals(self) -> dict:
+        return {"train_loss": self.loss_sum / max(1, self.seen), "train_top1": self.correct / max(1, self.seen),
+                "train_time": self.train_time, "images": self.seen}
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+
+def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Optimizer, state: EpochState, *,
                     first_step: int, lr_fn: Callable[[int], float], label_smoothing: float = 0.0,
                     grad_clip: float = 0.0, progress: bool = True, desc: str = "",
-                    after_step: Callable[[int], None] | None = None,
-                    stop: Callable[[], bool] | None = None, precision: str = "auto") -> tuple[dict, list[dict]]:
-    """Train on the batches of `epoch` (all of them, or until `stop()` says so); returns epoch totals and a
-    per-step log (step, lr, loss). `after_step(step)` runs after each optimizer step (weight averaging)."""
+                    after_step: Callable[[int, EpochState], None] | None = None,
+                    stop: Callable[[], bool] | None = None, precision: str = "auto") -> EpochState:
+    """Train on the remaining batches of `state.epoch` (all of them, or until `stop()` says so), updating
+    `state`. `after_step(step, state)` runs after each optimizer step (weight averaging, checkpoints)."""
     model.train()
     device = loader.device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
-    steps = []
     step = first_step
-    start = time.perf_counter()
+    start = time.perf_counter() - state.train_time
     with progress_bar(len(loader), desc, progress) as bar:
-        for x, y in loader.epoch(epoch):
+        bar.update(state.batch)
+        for x, y in loader.epoch(state.epoch, start_batch=state.batch):
             lr = lr_fn(step)
             set_lr(optimizer, lr)
             with autocast(device, precision):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+            loss_value = loss.item()  # one sync per step: a non-finite loss must stop before it reaches the weights
+            if not math.isfinite(loss_value):
+                raise CifarlabError(f"training diverged at step {step} (epoch {state.epoch + 1}): loss is {loss_value}"
+                                    "; lower the learning rate (the last good checkpoint is kept)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
+            state.batch += 1
+            state.loss_sum += loss_value * len(y)
+            state.correct += int((logits.detach().argmax(1) == y).sum())
+            state.seen += len(y)
+            state.steps.append({"type": "step", "step": step, "epoch": state.epoch, "lr": lr, "loss": loss_value})
+            state.train_time = time.perf_counter() - start
             if after_step is not None:
-                after_step(step)
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
-            steps.append({"type": "step", "step": step, "epoch": epoch, "lr": lr, "loss": loss.detach()})
+                after_step(step, state)
             step += 1
             bar.update(1)
             if bar.n % 20 == 0 and not bar.disable:
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+                bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
             if stop is not None and stop():
                 break
-    for s in steps:  # one device sync per epoch instead of one per step
-        s["loss"] = float(s["loss"])
-    train_loss = float(loss_sum) / max(1, seen)
-    if not math.isfinite(train_loss):
-        raise CifarlabError(f"training diverged in epoch {epoch + 1}: loss is {train_loss}; lower the learning "
-                            "rate (the last good checkpoint is kept)")
-    return {"train_loss": train_loss, "train_top1": float(correct) / max(1, seen),
-            "train_time": time.perf_counter() - start, "images": seen}, steps
+        else:
+            state.complete = True
+    state.train_time = time.perf_counter() - start
+    return state
 
 
 def tta_mode(tta: str | bool) -> str:

@@ -16,6 +16,8 @@ import json
 import logging
 import os
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,11 +32,11 @@ from torch import nn
 from .. import __version__
 from ..config import Config, make_config, to_yaml, validate
 from ..data import BatchLoader, Pipeline, channel_mean_std, load_splits, normalize
-from ..errors import CifarlabError
+from ..errors import CifarlabError, Interrupted
 from ..models import count_params, create_model, list_models, summarize
 from .checkpoint import load_checkpoint, save_checkpoint
 from .ema import WeightAverage
-from .engine import evaluate_model, train_one_epoch
+from .engine import EpochState, evaluate_model, train_one_epoch
 from .optim import make_optimizer
 from .schedules import lr_at, make_plateau
 
@@ -88,6 +90,8 @@ def _make_run_dir(cfg: Config) -> Path:
         probe = run_dir / ".write-test"
         probe.write_text("")
         probe.unlink()
+        for stale in run_dir.glob(".*.pt.*.tmp"):  # temp files of a checkpoint write a SIGKILL cut short
+            stale.unlink()
     except OSError as exc:
         raise CifarlabError(f"run directory {run_dir} is not writable: {exc.strerror or exc}") from None
     return run_dir
@@ -102,6 +106,27 @@ class Trainer:
         self.cfg = validate(cfg)
         self.resume = resume_from
         self.reporter = reporter
+        self._signal: int | None = None
+        self._previous: dict = {}
+
+    def _catch_signals(self) -> None:
+        """SIGINT/SIGTERM finish the current step, save last.pt and stop; a second signal acts at once."""
+        self._signal = None
+        self._previous = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum, frame):
+            self._signal = signum
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, handler)
+
+    def _restore_signals(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
 
     def fit(self) -> RunResult:
         cfg = self.cfg
@@ -139,7 +164,8 @@ class Trainer:
         train_model = torch.compile(model) if cfg.compile else model
 
         train_loader = BatchLoader(splits.train, cfg.batch_size, mean=mean, std=std, shuffle=True, drop_last=False,
-                                   pipeline=pipeline, seed=cfg.seed, device=device, channels_last=cfg.channels_last)
+                                   pipeline=pipeline, seed=cfg.seed, device=device, channels_last=cfg.channels_last,
+                                   resize_schedule=cfg.resize_schedule)
         val_loader = (BatchLoader(splits.val, cfg.eval_batch_size, mean=mean, std=std, device=device,
                                   channels_last=cfg.channels_last) if splits.val is not None else None)
         steps_per_epoch = len(train_loader)
@@ -149,6 +175,7 @@ class Trainer:
         (run_dir / "config.yaml").write_text(to_yaml(saved_cfg))
 
         start_epoch, step, best, best_epoch, bad_epochs = 0, 0, None, -1, 0
+        partial: EpochState | None = None  # an epoch a resumed run stopped inside
         if self.resume is not None:
             r = self.resume
             model.load_state_dict(r.get("train_state_dict") or r["state_dict"])
@@ -158,6 +185,7 @@ class Trainer:
             if plateau is not None and r.get("plateau"):
                 plateau.load_state_dict(r["plateau"])
             start_epoch, step = r["epoch"], r["step"]
+            partial = EpochState(**r["partial"]) if r.get("partial") else None
             best, best_epoch, bad_epochs = r.get("best"), r.get("best_epoch", -1), r.get("bad_epochs", 0)
             if "torch_rng" in r:
                 torch.set_rng_state(r["torch_rng"])
@@ -189,26 +217,33 @@ class Trainer:
         def out_of_time() -> bool:
             return bool(budget_s) and time.perf_counter() - train_start >= budget_s
 
-        def after_step(s: int) -> None:
+        def after_step(s: int, state: EpochState) -> None:
             if average is not None:
                 ramp = (progress_step(s + 1) / total_steps) ** cfg.ema_ramp if cfg.ema_ramp else 1.0
                 average.update(model, s, keep=ramp * cfg.ema_decay ** cfg.ema_every)
+            if cfg.checkpoint_every and (s + 1) % cfg.checkpoint_every == 0:
+                save_checkpoint(checkpoint(state.epoch, {}, s + 1, state), run_dir / "last.pt")
+
+        def stop_now() -> bool:
+            return self._signal is not None or out_of_time()
 
         def evaluated() -> nn.Module:
             if average is not None:
                 average.copy_to(eval_model)
             return eval_model
 
-        def checkpoint(epoch_done: int, metrics: dict) -> dict:
+        def checkpoint(epoch_done: int, metrics: dict, step: int, state: EpochState | None = None) -> dict:
             return {"model": cfg.model, "model_args": model_args, "num_classes": num_classes,
-                    "classes": splits.classes, "mean": mean, "std": std, "state_dict": eval_model.state_dict(),
+                    "classes": splits.classes, "mean": mean, "std": std, "state_dict": evaluated().state_dict(),
                     "train_state_dict": model.state_dict() if average is not None else None,
                     "ema": average.state_dict() if average is not None else None,
                     "optimizer": optimizer.state_dict(), "plateau": plateau.state_dict() if plateau else None,
                     "epoch": epoch_done, "step": step, "best": best, "best_epoch": best_epoch,
                     "bad_epochs": bad_epochs, "config": dataclasses.asdict(saved_cfg), "metrics": metrics,
-                    "torch_rng": torch.get_rng_state(), "cifarlab_version": __version__}
+                    "torch_rng": torch.get_rng_state(), "cifarlab_version": __version__,
+                    "partial": state.state_dict() if state is not None else None}
 
+        tb = _tensorboard_writer(run_dir) if cfg.tensorboard else None
         history: list[dict] = _previous_epochs(run_dir / "metrics.jsonl", start_epoch) if self.resume else []
         train_start = time.perf_counter() - (history[-1]["elapsed"] if history else 0.0)
         last_metrics: dict = history[-1] if history else {}
@@ -225,18 +260,25 @@ class Trainer:
                           model_summary=summarize(eval_model).table())
 
         epochs = itertools.count(start_epoch) if budget_s else range(start_epoch, cfg.epochs)
+        self._catch_signals()
         try:
             for epoch in epochs:
                 if out_of_time():
                     break
                 if cfg.stem_bias_epochs and epoch >= cfg.stem_bias_epochs and hasattr(model, "whiten"):
                     model.whiten.bias.requires_grad_(False)  # the stem's bias has settled; stop paying for it
-                stats, step_logs = train_one_epoch(
-                    train_model, train_loader, optimizer, epoch=epoch, first_step=step, lr_fn=lr_fn,
+                state = partial if partial is not None and partial.epoch == epoch else EpochState(epoch)
+                done_before = state.batch
+                state = train_one_epoch(
+                    train_model, train_loader, optimizer, state, first_step=step, lr_fn=lr_fn,
                     label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip, progress=cfg.progress,
                     desc=f"epoch {epoch + 1}" + ("" if budget_s else f"/{cfg.epochs}"), after_step=after_step,
-                    stop=out_of_time if budget_s else None, precision=cfg.precision)
-                step += len(step_logs)
+                    stop=stop_now, precision=cfg.precision)
+                step += state.batch - done_before
+                if self._signal is not None and not state.complete:
+                    save_checkpoint(checkpoint(epoch, {}, step, state), run_dir / "last.pt")
+                    raise Interrupted(self._signal, str(run_dir), step)
+                stats, step_logs = state.totals(), state.steps
                 row = {"type": "epoch", "epoch": epoch + 1, **stats, "lr": step_logs[-1]["lr"] if step_logs else 0.0}
                 if val_loader is not None:
                     ev = evaluate_model(evaluated(), val_loader, num_classes, precision=cfg.precision,
@@ -245,6 +287,8 @@ class Trainer:
                     last_eval = ev
                 row["elapsed"] = time.perf_counter() - train_start
                 history.append(row)
+                if tb is not None:
+                    _log_tensorboard(tb, row, step_logs)
                 with open(run_dir / "metrics.jsonl", "a") as fh:
                     for s in step_logs:
                         fh.write(json.dumps(s) + "\n")
@@ -259,17 +303,19 @@ class Trainer:
                 if plateau is not None and cfg.plateau_metric in row and plateau.step(row[cfg.plateau_metric]):
                     log.info("plateau: learning rate scaled to %.3g of its schedule", plateau.scale)
                 last_metrics = row
-                save_checkpoint(checkpoint(epoch + 1, row), run_dir / "last.pt")
+                save_checkpoint(checkpoint(epoch + 1, row, step), run_dir / "last.pt")
                 if improved:
-                    save_checkpoint(checkpoint(epoch + 1, row), run_dir / "best.pt")
+                    save_checkpoint(checkpoint(epoch + 1, row, step), run_dir / "best.pt")
                 log.info(_epoch_line(row, 0 if budget_s else cfg.epochs, improved))
                 if cfg.early_stop_patience and bad_epochs >= cfg.early_stop_patience:
                     log.info("early stop: no better %s for %d epochs (best %.4f at epoch %d)", cfg.best_metric,
                              bad_epochs, best, best_epoch)
                     break
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):
             report()  # the plots of what was trained so far
             raise
+        finally:
+            self._restore_signals()
 
         if not history and self.resume is None:
             raise CifarlabError("no epochs were run")
@@ -291,20 +337,53 @@ class Trainer:
             "cifarlab_version": __version__,
         }
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if tb is not None:
+            tb.close()
         report()
         log.info("done: best %s %.4f at epoch %d; run directory %s", cfg.best_metric, best if best is not None
                  else float("nan"), best_epoch, run_dir)
         return RunResult(run_dir, summary, history)
 
 
+def _tensorboard_writer(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise CifarlabError("tensorboard logging needs the tensorboard package: pip install 'cifarlab[tensorboard]'"
+                            ) from None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def _log_tensorboard(tb, row: dict, step_logs: list[dict]) -> None:
+    """The scalar names TensorBoard users know from the PyTorch tutorials: Loss/…, Accuracy/…, LR."""
+    for s in step_logs:
+        tb.add_scalar("LR", s["lr"], s["step"])
+        tb.add_scalar("Loss/train_step", s["loss"], s["step"])
+    epoch = row["epoch"]
+    tb.add_scalar("Loss/train", row["train_loss"], epoch)
+    tb.add_scalar("Accuracy/train", row["train_top1"], epoch)
+    if "val_loss" in row:
+        tb.add_scalar("Loss/val", row["val_loss"], epoch)
+        for k in ("top1", "top2", "top3"):
+            tb.add_scalar(f"Accuracy/val_{k}", row[f"val_{k}"], epoch)
+    tb.flush()
+
+
 def _previous_epochs(path: Path, upto: int) -> list[dict]:
-    """Epoch rows a resumed run already wrote (the history of its first part)."""
-    rows = []
+    """The history a resumed run already wrote. Lines written after its checkpoint (a kill can land between
+    the metrics line and the checkpoint) are dropped from the file, so no epoch or step appears twice."""
+    rows, kept = [], []
     if path.is_file():
         for line in path.read_text().splitlines():
             row = json.loads(line) if line.strip() else {}
             if row.get("type") == "epoch" and row["epoch"] <= upto:
                 rows.append(row)
+                kept.append(line)
+            elif row.get("type") == "step" and row["epoch"] < upto:
+                kept.append(line)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        os.replace(tmp, path)
     return rows
 
 
