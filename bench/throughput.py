@@ -78,7 +78,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model")
     p.add_argument("--data", default="../shared/data/cifar10-train-jpg.tar.gz")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="the reference loop's batch (study 000: 64)")
+    p.add_argument("--engine-batch-size", type=int, default=0, help="cifarlab engine's batch (default: the same)")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16", help="cifarlab engine only")
@@ -92,7 +93,8 @@ def main() -> None:
     channels_last = not args.nchw
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loader = BatchLoader(splits.train, args.batch_size, mean=[0.5] * 3, std=[0.5] * 3, shuffle=True,
+    engine_batch = args.engine_batch_size or args.batch_size
+    loader = BatchLoader(splits.train, engine_batch, mean=[0.5] * 3, std=[0.5] * 3, shuffle=True,
                          pipeline=Pipeline(SEED000_AUGMENT), seed=0, channels_last=channels_last)
     ours = timed_steps(model, loader.epoch(0), args.steps, args.warmup, bf16=args.precision == "bf16")
 
@@ -103,8 +105,9 @@ def main() -> None:
     peak = sgemm_peak()
     flop_per_img = 3 * 2 * summarize(create_model(args.model)).macs  # forward + backward ~ 3x forward
     print(f"machine: {machine()}")
-    print(f"model {args.model}  batch {args.batch_size}  {args.steps} timed steps after {args.warmup} warm-up; "
-          f"engine: {args.precision}, {'NCHW' if args.nchw else 'channels_last'}; reference: fp32 NCHW")
+    print(f"model {args.model}  {args.steps} timed steps after {args.warmup} warm-up; engine: batch {engine_batch}, "
+          f"{args.precision}, {'NCHW' if args.nchw else 'channels_last'}; reference: batch {args.batch_size}, "
+          "fp32 NCHW")
     print(f"cifarlab engine     {ours:8.1f} img/s  {ours * flop_per_img / 1e9:6.0f} GFLOP/s")
     print(f"seed-style loop     {ref:8.1f} img/s  {ref * flop_per_img / 1e9:6.0f} GFLOP/s")
     print(f"ratio               {ours / ref:8.2f}x   (fp32 sgemm peak {peak:.0f} GFLOP/s)")

@@ -195,13 +195,17 @@ def test_malformed_unlabeled_pickles(tmp_path):
     _bad(lambda: read_unlabeled_pickle(p), "not a readable pickle|not a safe")
 
 
-@pytest.mark.parametrize("target", ["cifar10", "unlabeled"])
+@pytest.mark.parametrize("target", ["cifar10", "cifar10-meta", "cifar100", "cifar100-meta", "unlabeled"])
 def test_hostile_pickle_is_refused_and_never_executed(tmp_path, target):
     marker = tmp_path / "pwned"
-    if target == "cifar10":
+    if target.startswith("cifar10-") or target == "cifar10":
         d = make_cifar10_python(tmp_path / "ds", per_batch=10)
-        make_evil_pickle(d / "data_batch_1", marker)
-        _bad(lambda: open_source(d).read("train"), "refused global posix.system|refused global os.system|refused")
+        make_evil_pickle(d / ("batches.meta" if target.endswith("meta") else "data_batch_1"), marker)
+        _bad(lambda: open_source(d).read("train"), "refused global (posix|os).system")
+    elif target.startswith("cifar100"):
+        d = make_cifar100_python(tmp_path / "ds")
+        make_evil_pickle(d / ("meta" if target.endswith("meta") else "train"), marker)
+        _bad(lambda: open_source(d).read("train"), "refused global (posix|os).system")
     else:
         make_evil_pickle(tmp_path / "evil.pkl", marker)
         _bad(lambda: read_unlabeled_pickle(tmp_path / "evil.pkl"), "refused")

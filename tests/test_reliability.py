@@ -286,3 +286,33 @@ def test_archive_with_a_link_out_of_the_target_is_not_extracted(tmp_path):
     with pytest.raises(CifarlabError, match="refusing non-regular member"):
         safe_extract(arc, tmp_path / "out")
     assert not (tmp_path / "out" / "cifar-10-batches-py").exists()
+
+
+def test_sigkill_inside_a_checkpoint_write_leaves_a_loadable_file(tmp_path):
+    """A child process rewrites a large checkpoint in a loop; kill it at random moments of the write."""
+    path = tmp_path / "last.pt"
+    script = (
+        "import sys, torch\n"
+        "from cifarlab.train.checkpoint import save_checkpoint\n"
+        "i = 0\n"
+        "while True:\n"
+        "    save_checkpoint({'model': 'resnet_small', 'state_dict': {'w': torch.full((40_000_000,), float(i))},"
+        " 'epoch': i}, sys.argv[1])\n"
+        "    i += 1\n"
+    )
+    rng = random.Random(3)
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", script, str(path)])
+        while not path.exists():
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.05, 0.6))  # one write of 160 MB takes a few tenths of a second
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        ckpt = load_checkpoint(path)
+        assert ckpt["state_dict"]["w"][0] == ckpt["epoch"]  # whole: its values belong together
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "last.pt"]
+    from cifarlab.config import make_config
+    from cifarlab.train.trainer import _make_run_dir
+
+    _make_run_dir(make_config(out=str(tmp_path)))  # a resumed run sweeps the killed writes' temp files
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"], leftovers

@@ -187,8 +187,7 @@ class Trainer:
             start_epoch, step = r["epoch"], r["step"]
             partial = EpochState(**r["partial"]) if r.get("partial") else None
             best, best_epoch, bad_epochs = r.get("best"), r.get("best_epoch", -1), r.get("bad_epochs", 0)
-            if "torch_rng" in r:
-                torch.set_rng_state(r["torch_rng"])
+            _restore_rng(r, device)
             log.info("resuming %s at epoch %d (step %d)", run_dir, start_epoch + 1, step)
         else:
             (run_dir / "metrics.jsonl").write_text("")
@@ -240,7 +239,9 @@ class Trainer:
                     "optimizer": optimizer.state_dict(), "plateau": plateau.state_dict() if plateau else None,
                     "epoch": epoch_done, "step": step, "best": best, "best_epoch": best_epoch,
                     "bad_epochs": bad_epochs, "config": dataclasses.asdict(saved_cfg), "metrics": metrics,
-                    "torch_rng": torch.get_rng_state(), "cifarlab_version": __version__,
+                    "torch_rng": torch.get_rng_state(), "python_rng": _python_rng(), "numpy_rng": _numpy_rng(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+                    "cifarlab_version": __version__,
                     "partial": state.state_dict() if state is not None else None}
 
         tb = _tensorboard_writer(run_dir) if cfg.tensorboard else None
@@ -343,6 +344,30 @@ class Trainer:
         log.info("done: best %s %.4f at epoch %d; run directory %s", cfg.best_metric, best if best is not None
                  else float("nan"), best_epoch, run_dir)
         return RunResult(run_dir, summary, history)
+
+
+def _python_rng() -> list:
+    version, state, gauss = random.getstate()
+    return [version, list(state), gauss]
+
+
+def _numpy_rng() -> list:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return [kind, keys.tolist(), pos, has_gauss, gauss]
+
+
+def _restore_rng(ckpt: dict, device: torch.device) -> None:
+    """Every generator a step may draw from, as it was when the checkpoint was written."""
+    if ckpt.get("torch_rng") is not None:
+        torch.set_rng_state(ckpt["torch_rng"])
+    if ckpt.get("python_rng") is not None:
+        version, state, gauss = ckpt["python_rng"]
+        random.setstate((version, tuple(state), gauss))
+    if ckpt.get("numpy_rng") is not None:
+        kind, keys, pos, has_gauss, gauss = ckpt["numpy_rng"]
+        np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    if ckpt.get("cuda_rng") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
 
 
 def _tensorboard_writer(run_dir: Path):
