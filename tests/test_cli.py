@@ -126,12 +126,15 @@ def test_extraction_refuses_path_traversal(tmp_path, name):
     assert not (tmp_path / "escape.txt").exists() and not (dest / "ok.txt").exists()
 
 
-def test_extraction_refuses_symlinks(tmp_path):
+@pytest.mark.parametrize("kind", [tarfile.SYMTYPE, tarfile.LNKTYPE])
+def test_extraction_refuses_links(tmp_path, kind):
     arc = tmp_path / "link.tar.gz"
     with tarfile.open(arc, "w:gz") as tar:
-        info = tarfile.TarInfo("link")
-        info.type = tarfile.SYMTYPE
-        info.linkname = "/etc/passwd"
+        tar.addfile(tarfile.TarInfo("cifar-10-batches-py/ok.txt"), io.BytesIO(b""))
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.type = kind
+        info.linkname = "/etc/passwd" if kind == tarfile.SYMTYPE else "../../etc/passwd"
         tar.addfile(info)
-    with pytest.raises(CifarlabError, match="non-regular member 'link'"):
+    with pytest.raises(CifarlabError, match="non-regular member 'cifar-10-batches-py/data_batch_1'"):
         safe_extract(arc, tmp_path / "out")
+    assert not (tmp_path / "out" / "cifar-10-batches-py").exists()  # nothing extracted, not even ok.txt
