@@ -31,11 +31,12 @@ def curves(runs: dict[str, list[dict]], path: Path) -> Path:
         color = f"C{i}"
         ep = [h["epoch"] for h in hist]
         label = f"{name} " if len(runs) > 1 else ""
-        ax_loss.plot(ep, [h["train_loss"] for h in hist], color=color, label=f"{label}train")
-        ax_acc.plot(ep, [100 * h["train_top1"] for h in hist], color=color, label=f"{label}train")
+        mark = {"marker": "o", "ms": 3}  # a one-epoch run is a single point, invisible as a bare line
+        ax_loss.plot(ep, [h["train_loss"] for h in hist], color=color, label=f"{label}train", **mark)
+        ax_acc.plot(ep, [100 * h["train_top1"] for h in hist], color=color, label=f"{label}train", **mark)
         if hist and "val_loss" in hist[0]:
-            ax_loss.plot(ep, [h["val_loss"] for h in hist], color=color, ls="--", label=f"{label}val")
-            ax_acc.plot(ep, [100 * h["val_top1"] for h in hist], color=color, ls="--", label=f"{label}val")
+            ax_loss.plot(ep, [h["val_loss"] for h in hist], color=color, ls="--", label=f"{label}val", **mark)
+            ax_acc.plot(ep, [100 * h["val_top1"] for h in hist], color=color, ls="--", label=f"{label}val", **mark)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):

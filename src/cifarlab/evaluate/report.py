@@ -75,6 +75,8 @@ def _table(header: list[str], rows: list[list[Any]], sortable: bool = False) -> 
     def cell(v: Any) -> str:
         if isinstance(v, float):
             return f'<td data-v="{v}">{v:.4f}</td>'
+        if isinstance(v, int) and not isinstance(v, bool):
+            return f'<td data-v="{v}">{v:,}</td>'
         return f"<td>{html.escape(str(v))}</td>"
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
