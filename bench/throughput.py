@@ -84,6 +84,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16", help="cifarlab engine only")
     p.add_argument("--nchw", action="store_true", help="cifarlab engine in NCHW instead of channels_last")
+    p.add_argument("--compile", action="store_true", help="torch.compile the engine's model (compile time untimed)")
     args = p.parse_args()
 
     splits = load_splits(args.data)
@@ -96,7 +97,8 @@ def main() -> None:
     engine_batch = args.engine_batch_size or args.batch_size
     loader = BatchLoader(splits.train, engine_batch, mean=[0.5] * 3, std=[0.5] * 3, shuffle=True,
                          pipeline=Pipeline(SEED000_AUGMENT), seed=0, channels_last=channels_last)
-    ours = timed_steps(model, loader.epoch(0), args.steps, args.warmup, bf16=args.precision == "bf16")
+    engine_model = torch.compile(model) if args.compile else model
+    ours = timed_steps(engine_model, loader.epoch(0), args.steps, args.warmup, bf16=args.precision == "bf16")
 
     ref_loader = torch.utils.data.DataLoader(PilDataset(splits.train.images, splits.train.labels),
                                              batch_size=args.batch_size, shuffle=True, num_workers=0)
@@ -106,7 +108,8 @@ def main() -> None:
     flop_per_img = 3 * 2 * summarize(create_model(args.model)).macs  # forward + backward ~ 3x forward
     print(f"machine: {machine()}")
     print(f"model {args.model}  {args.steps} timed steps after {args.warmup} warm-up; engine: batch {engine_batch}, "
-          f"{args.precision}, {'NCHW' if args.nchw else 'channels_last'}; reference: batch {args.batch_size}, "
+          f"{args.precision}, {'NCHW' if args.nchw else 'channels_last'}{', compiled' if args.compile else ''}; "
+          f"reference: batch {args.batch_size}, "
           "fp32 NCHW")
     print(f"cifarlab engine     {ours:8.1f} img/s  {ours * flop_per_img / 1e9:6.0f} GFLOP/s")
     print(f"seed-style loop     {ref:8.1f} img/s  {ref * flop_per_img / 1e9:6.0f} GFLOP/s")
