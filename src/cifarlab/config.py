@@ -103,6 +103,7 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+TTA_MODES = ("none", "flip", "flip_translate")
 
 
 def _type_of(name: str) -> Any:
@@ -145,7 +146,7 @@ def _coerce(name: str, value: Any) -> Any:
 _CHOICES = {
     "optimizer": ("sgd", "adam", "adamw", "muon"),
     "schedule": ("constant", "multistep", "exponential", "cosine", "cyclic", "onecycle", "triangle", "plateau"),
-    "tta": ("none", "flip", "flip_translate"),
+    "tta": TTA_MODES,
     "precision": ("auto", "fp32", "bf16"),
     "schedule_interval": ("step", "epoch"),
     "cyclic_mode": ("triangular", "triangular2", "exp_range"),

@@ -28,6 +28,7 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
     Writes ``metrics.json``, ``confusion.csv/.png`` and ``per_class.csv/.png`` into `out` (default: ``eval/`` beside
     the checkpoint) and returns the metrics.
     """
+    tta = _tta(tta)
     ckpt = load_checkpoint(checkpoint)
     cfg = ckpt.get("config", {})
     data = data or cfg.get("data")
@@ -41,7 +42,7 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
     dev = resolve_device(device)
     model = model_from_checkpoint(ckpt).to(dev)
     loader = BatchLoader(images, batch_size, mean=ckpt["mean"], std=ckpt["std"], device=dev)
-    res = evaluate_model(model, loader, ckpt["num_classes"], tta=_tta(tta), progress=True,
+    res = evaluate_model(model, loader, ckpt["num_classes"], tta=tta, progress=True,
                          precision=ckpt.get("config", {}).get("precision", "auto"))
     classes = ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])]
     per_class = per_class_accuracy(res["confusion"]).tolist()
@@ -60,7 +61,7 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
             w.writerow([name, f"{acc:.4f}", cnt])
     metrics = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "count": res["count"],
                "loss": res["loss"], "top1": res["top1"], "top2": res["top2"], "top3": res["top3"],
-               "per_class": dict(zip(classes, per_class, strict=True)), "tta": _tta(tta)}
+               "per_class": dict(zip(classes, per_class, strict=True)), "tta": tta}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plots.confusion(res["confusion"], classes, out_dir / "confusion.png", title=f"confusion matrix ({split})")
     plots.per_class(per_class, classes, out_dir / "per_class.png")

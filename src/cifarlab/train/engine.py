@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import TTA_MODES
 from ..data import BatchLoader
 from ..data.augment import shift
 from ..errors import CifarlabError
@@ -113,9 +114,9 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
 
 def tta_mode(tta: str | bool) -> str:
     """True/False are shorthand for "flip"/"none"; strings must name a mode."""
-    mode = {True: "flip", False: "none"}.get(tta, tta) if isinstance(tta, bool) else tta
-    if mode not in ("none", "flip", "flip_translate"):
-        raise CifarlabError(f"unknown test-time augmentation '{tta}'; use none, flip or flip_translate")
+    mode = ("flip" if tta else "none") if isinstance(tta, bool) else tta
+    if mode not in TTA_MODES:
+        raise CifarlabError(f"unknown test-time augmentation '{tta}'; use {', '.join(TTA_MODES)}")
     return mode
 
 

@@ -304,9 +304,10 @@ class Trainer:
                 if plateau is not None and cfg.plateau_metric in row and plateau.step(row[cfg.plateau_metric]):
                     log.info("plateau: learning rate scaled to %.3g of its schedule", plateau.scale)
                 last_metrics = row
-                save_checkpoint(checkpoint(epoch + 1, row, step), run_dir / "last.pt")
+                epoch_ckpt = checkpoint(epoch + 1, row, step)  # built once, written once or twice
+                save_checkpoint(epoch_ckpt, run_dir / "last.pt")
                 if improved:
-                    save_checkpoint(checkpoint(epoch + 1, row, step), run_dir / "best.pt")
+                    save_checkpoint(epoch_ckpt, run_dir / "best.pt")
                 log.info(_epoch_line(row, 0 if budget_s else cfg.epochs, improved))
                 if cfg.early_stop_patience and bad_epochs >= cfg.early_stop_patience:
                     log.info("early stop: no better %s for %d epochs (best %.4f at epoch %d)", cfg.best_metric,
@@ -374,8 +375,8 @@ def _tensorboard_writer(run_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise CifarlabError("tensorboard logging needs the tensorboard package: pip install 'cifarlab[tensorboard]'"
-                            ) from None
+        raise CifarlabError(
+            "tensorboard logging needs the tensorboard package: pip install 'cifarlab[tensorboard]'") from None
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
