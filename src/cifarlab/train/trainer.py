@@ -152,7 +152,9 @@ class Trainer:
         model_args = {"dropout": cfg.dropout, "block_dropout": cfg.block_dropout, **cfg.model_args}
         model = create_model(cfg.model, num_classes=num_classes, **model_args)
         if hasattr(model, "init_from_data"):  # e.g. the fast nets' patch-whitening stem
-            model.init_from_data(normalize(splits.train.images[:5000], mean, std))
+            # A seeded random subset: sources are often sorted by class (the JPEG tarball is).
+            pick = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
+            model.init_from_data(normalize(splits.train.images[pick], mean, std))
         model = model.to(device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
