@@ -100,6 +100,7 @@ class Config:
     time_budget: float = 0.0  # minutes of training: schedules follow elapsed time, the run ends on time (0 = off)
     tensorboard: bool = False  # also log scalars for TensorBoard into RUN_DIR/tensorboard (needs `tensorboard`)
     compile: bool = False  # torch.compile the model (the first step compiles for about a minute on CPU)
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over all ranks (CUDA only; per-rank otherwise)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}

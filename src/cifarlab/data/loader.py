@@ -29,7 +29,7 @@ class BatchLoader:
     def __init__(self, data: ImageSet, batch_size: int, *, mean: Sequence[float], std: Sequence[float],
                  shuffle: bool = False, drop_last: bool = False, pipeline: Pipeline | None = None,
                  seed: int = 0, device: torch.device | str = "cpu", channels_last: bool = False,
-                 resize_schedule: Sequence[Sequence[float]] = ()):
+                 resize_schedule: Sequence[Sequence[float]] = (), shard: tuple[int, int] = (0, 1)):
         self.device = torch.device(device)
         # Keep the whole uint8 set where the model runs: 150 MB for CIFAR, gathered per batch.
         self.images = data.images.to(self.device)
@@ -40,6 +40,11 @@ class BatchLoader:
         self.pipeline = pipeline
         self.seed = seed
         self.channels_last = channels_last
+        # (rank, world): each of `world` data-parallel ranks builds the same global batch and keeps its slice,
+        # so the augmentation a batch gets does not depend on how many processes train it.
+        self.rank, self.world = shard
+        if not 0 <= self.rank < self.world:
+            raise ValueError(f"shard {shard}: rank must be in [0, world)")
         self.resize_schedule = sorted((float(e), int(size)) for e, size in resize_schedule)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
@@ -49,7 +54,9 @@ class BatchLoader:
 
     def __len__(self) -> int:
         n = len(self.labels)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        full, tail = divmod(n, self.batch_size)
+        # a tail too small to give every rank an image is dropped on all ranks alike
+        return full + (tail > 0 and not self.drop_last and tail >= self.world)
 
     def size_at(self, epoch: int) -> int | None:
         """Image side for `epoch` under the resize schedule (None = native size)."""
@@ -89,7 +96,11 @@ class BatchLoader:
                 x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[idx.to(self.device)]
+            y = self.labels[idx.to(self.device)]
+            if self.world > 1:
+                x = torch.tensor_split(x, self.world)[self.rank]
+                y = torch.tensor_split(y, self.world)[self.rank]
+            yield x, y
 
     def __iter__(self):
         return self.epoch(0)

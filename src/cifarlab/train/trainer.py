@@ -35,6 +35,7 @@ from ..data import BatchLoader, Pipeline, channel_mean_std, load_splits, normali
 from ..errors import CifarlabError, Interrupted
 from ..models import count_params, create_model, list_models, summarize
 from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import DistContext, init_distributed, wrap_model
 from .ema import WeightAverage
 from .engine import EpochState, evaluate_model, train_one_epoch
 from .optim import make_optimizer
@@ -99,13 +100,17 @@ def _make_run_dir(cfg: Config) -> Path:
 
 class Trainer:
     """`reporter(run_dir, **records)`, if given, is called when the run ends or is interrupted, with the
-    final validation predictions, so that reports need no extra pass over the data."""
+    final validation predictions, so that reports need no extra pass over the data. `on_epoch(row)`, if
+    given, sees each epoch's metrics row after it is logged and checkpointed; an exception it raises ends
+    the run (a sweep prunes trials this way)."""
 
     def __init__(self, cfg: Config, resume_from: dict[str, Any] | None = None,
-                 reporter: Callable[..., Any] | None = None):
+                 reporter: Callable[..., Any] | None = None, on_epoch: Callable[[dict], Any] | None = None):
         self.cfg = validate(cfg)
         self.resume = resume_from
         self.reporter = reporter
+        self.on_epoch = on_epoch
+        self.dist = DistContext()
         self._signal: int | None = None
         self._previous: dict = {}
 
@@ -129,11 +134,19 @@ class Trainer:
         self._previous = {}
 
     def fit(self) -> RunResult:
-        cfg = self.cfg
+        self.dist, device = init_distributed(resolve_device(self.cfg.device))
+        try:
+            return self._fit(device)
+        finally:
+            self.dist.close()
+
+    def _fit(self, device: torch.device) -> RunResult:
+        cfg, dist, main = self.cfg, self.dist, self.dist.main
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed, cfg.deterministic)
-        device = resolve_device(cfg.device)
+        if dist.enabled and cfg.batch_size < dist.world:
+            raise CifarlabError(f"batch_size {cfg.batch_size} is smaller than the {dist.world} processes sharing it")
         pipeline = Pipeline(cfg.augment)  # validate augmentations and the model name before any data is read
         if cfg.model not in list_models():
             raise CifarlabError(f"unknown model '{cfg.model}'; known models: {', '.join(list_models())}")
@@ -163,18 +176,21 @@ class Trainer:
         average = WeightAverage(model, cfg.ema_decay, cfg.ema_every, cfg.lookahead) if cfg.ema_decay > 0 else None
         # What is evaluated and saved: the live model, or a copy that receives the weight average.
         eval_model = copy.deepcopy(model) if average is not None else model
-        train_model = torch.compile(model) if cfg.compile else model
+        train_model = wrap_model(model, dist, device, cfg.sync_bn)
+        train_model = torch.compile(train_model) if cfg.compile else train_model
 
         train_loader = BatchLoader(splits.train, cfg.batch_size, mean=mean, std=std, shuffle=True, drop_last=False,
                                    pipeline=pipeline, seed=cfg.seed, device=device, channels_last=cfg.channels_last,
-                                   resize_schedule=cfg.resize_schedule)
+                                   resize_schedule=cfg.resize_schedule, shard=(dist.rank, dist.world))
         val_loader = (BatchLoader(splits.val, cfg.eval_batch_size, mean=mean, std=std, device=device,
                                   channels_last=cfg.channels_last) if splits.val is not None else None)
         steps_per_epoch = len(train_loader)
 
-        run_dir = _make_run_dir(cfg)
+        # Only rank 0 writes; the others learn its run directory's name.
+        run_dir = Path(dist.broadcast(str(_make_run_dir(cfg)) if main else None))
         saved_cfg = dataclasses.replace(cfg, data=str(Path(cfg.data).expanduser().resolve()), out="")
-        (run_dir / "config.yaml").write_text(to_yaml(saved_cfg))
+        if main:
+            (run_dir / "config.yaml").write_text(to_yaml(saved_cfg))
 
         start_epoch, step, best, best_epoch, bad_epochs = 0, 0, None, -1, 0
         partial: EpochState | None = None  # an epoch a resumed run stopped inside
@@ -191,7 +207,7 @@ class Trainer:
             best, best_epoch, bad_epochs = r.get("best"), r.get("best_epoch", -1), r.get("bad_epochs", 0)
             _restore_rng(r, device)
             log.info("resuming %s at epoch %d (step %d)", run_dir, start_epoch + 1, step)
-        else:
+        elif main:
             (run_dir / "metrics.jsonl").write_text("")
 
         n_params = count_params(model)
@@ -216,17 +232,24 @@ class Trainer:
             return lr_at(cfg, progress_step(s), steps_per_epoch) * plateau_scale * batch_scale
 
         def out_of_time() -> bool:
-            return bool(budget_s) and time.perf_counter() - train_start >= budget_s
+            return bool(dist.any(int(bool(budget_s) and time.perf_counter() - train_start >= budget_s)))
 
         def after_step(s: int, state: EpochState) -> None:
             if average is not None:
                 ramp = (progress_step(s + 1) / total_steps) ** cfg.ema_ramp if cfg.ema_ramp else 1.0
                 average.update(model, s, keep=ramp * cfg.ema_decay ** cfg.ema_every)
-            if cfg.checkpoint_every and (s + 1) % cfg.checkpoint_every == 0:
+            if main and cfg.checkpoint_every and (s + 1) % cfg.checkpoint_every == 0:
                 save_checkpoint(checkpoint(state.epoch, {}, s + 1, state), run_dir / "last.pt")
 
+        signalled = False  # a signal reached this process or, in a distributed run, any rank
+
         def stop_now() -> bool:
-            return self._signal is not None or out_of_time()
+            nonlocal signalled
+            local = 2 if self._signal is not None else int(bool(budget_s) and
+                                                            time.perf_counter() - train_start >= budget_s)
+            code = dist.any(local)
+            signalled = code == 2
+            return code > 0
 
         def evaluated() -> nn.Module:
             if average is not None:
@@ -246,14 +269,14 @@ class Trainer:
                     "cifarlab_version": __version__,
                     "partial": state.state_dict() if state is not None else None}
 
-        tb = _tensorboard_writer(run_dir) if cfg.tensorboard else None
-        history: list[dict] = _previous_epochs(run_dir / "metrics.jsonl", start_epoch) if self.resume else []
+        tb = _tensorboard_writer(run_dir) if cfg.tensorboard and main else None
+        history: list[dict] = _previous_epochs(run_dir / "metrics.jsonl", start_epoch, main) if self.resume else []
         train_start = time.perf_counter() - (history[-1]["elapsed"] if history else 0.0)
         last_metrics: dict = history[-1] if history else {}
         last_eval: dict = {}
 
         def report() -> None:
-            if self.reporter is None:
+            if self.reporter is None or not main:
                 return
             linear = [m for m in eval_model.modules() if isinstance(m, nn.Linear)]
             self.reporter(run_dir, classes=splits.classes, confusion=last_eval.get("confusion"),
@@ -278,24 +301,31 @@ class Trainer:
                     desc=f"epoch {epoch + 1}" + ("" if budget_s else f"/{cfg.epochs}"), after_step=after_step,
                     stop=stop_now, precision=cfg.precision)
                 step += state.batch - done_before
-                if self._signal is not None and not state.complete:
-                    save_checkpoint(checkpoint(epoch, {}, step, state), run_dir / "last.pt")
-                    raise Interrupted(self._signal, str(run_dir), step)
+                if signalled and not state.complete:
+                    if main:
+                        save_checkpoint(checkpoint(epoch, {}, step, state), run_dir / "last.pt")
+                    raise Interrupted(self._signal or signal.SIGTERM, str(run_dir), step)
                 stats, step_logs = state.totals(), state.steps
+                if dist.enabled:  # the epoch's loss and accuracy over every rank's images
+                    loss_sum, correct, seen = dist.sum([state.loss_sum, state.correct, state.seen])
+                    stats.update(train_loss=loss_sum / max(1, seen), train_top1=correct / max(1, seen),
+                                 images=int(seen))
                 row = {"type": "epoch", "epoch": epoch + 1, **stats, "lr": step_logs[-1]["lr"] if step_logs else 0.0}
-                if val_loader is not None:
+                if val_loader is not None and main:  # rank 0 evaluates the weights it saves; the others wait
                     ev = evaluate_model(evaluated(), val_loader, num_classes, precision=cfg.precision,
                                         return_outputs=self.reporter is not None)
                     row.update({f"val_{k}": ev[k] for k in ("loss", "top1", "top2", "top3")})
                     last_eval = ev
                 row["elapsed"] = time.perf_counter() - train_start
+                row = dist.broadcast(row)  # every rank takes the same best/plateau/early-stop decisions
                 history.append(row)
                 if tb is not None:
                     _log_tensorboard(tb, row, step_logs)
-                with open(run_dir / "metrics.jsonl", "a") as fh:
-                    for s in step_logs:
-                        fh.write(json.dumps(s) + "\n")
-                    fh.write(json.dumps(row) + "\n")
+                if main:
+                    with open(run_dir / "metrics.jsonl", "a") as fh:
+                        for s in step_logs:
+                            fh.write(json.dumps(s) + "\n")
+                        fh.write(json.dumps(row) + "\n")
 
                 metric = row.get(cfg.best_metric, -row["train_loss"])  # without a val split, lowest train loss wins
                 improved = _better(cfg.best_metric if cfg.best_metric in row else "val_top1", metric, best)
@@ -306,11 +336,14 @@ class Trainer:
                 if plateau is not None and cfg.plateau_metric in row and plateau.step(row[cfg.plateau_metric]):
                     log.info("plateau: learning rate scaled to %.3g of its schedule", plateau.scale)
                 last_metrics = row
-                epoch_ckpt = checkpoint(epoch + 1, row, step)  # built once, written once or twice
-                save_checkpoint(epoch_ckpt, run_dir / "last.pt")
-                if improved:
-                    save_checkpoint(epoch_ckpt, run_dir / "best.pt")
+                if main:
+                    epoch_ckpt = checkpoint(epoch + 1, row, step)  # built once, written once or twice
+                    save_checkpoint(epoch_ckpt, run_dir / "last.pt")
+                    if improved:
+                        save_checkpoint(epoch_ckpt, run_dir / "best.pt")
                 log.info(_epoch_line(row, 0 if budget_s else cfg.epochs, improved))
+                if self.on_epoch is not None:
+                    self.on_epoch(row)
                 if cfg.early_stop_patience and bad_epochs >= cfg.early_stop_patience:
                     log.info("early stop: no better %s for %d epochs (best %.4f at epoch %d)", cfg.best_metric,
                              bad_epochs, best, best_epoch)
@@ -323,6 +356,8 @@ class Trainer:
 
         if not history and self.resume is None:
             raise CifarlabError("no epochs were run")
+        if not main:
+            return RunResult(run_dir, {}, history)
         final_tta = None
         if cfg.tta != "none" and val_loader is not None and history:
             ev = evaluate_model(evaluated(), val_loader, num_classes, tta=cfg.tta, precision=cfg.precision)
@@ -397,7 +432,7 @@ def _log_tensorboard(tb, row: dict, step_logs: list[dict]) -> None:
     tb.flush()
 
 
-def _previous_epochs(path: Path, upto: int) -> list[dict]:
+def _previous_epochs(path: Path, upto: int, rewrite: bool = True) -> list[dict]:
     """The history a resumed run already wrote. Lines written after its checkpoint (a kill can land between
     the metrics line and the checkpoint) are dropped from the file, so no epoch or step appears twice."""
     rows, kept = [], []
@@ -409,9 +444,10 @@ def _previous_epochs(path: Path, upto: int) -> list[dict]:
                 kept.append(line)
             elif row.get("type") == "step" and row["epoch"] < upto:
                 kept.append(line)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(f"{line}\n" for line in kept))
-        os.replace(tmp, path)
+        if rewrite:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(f"{line}\n" for line in kept))
+            os.replace(tmp, path)
     return rows
 
 
@@ -435,7 +471,8 @@ def _ensure_logging() -> None:
 
 
 def train(recipe: str | None = None, data: str | None = None, *, resume: str | None = None,
-          reporter: Callable[..., Any] | None = None, **overrides: Any) -> RunResult:
+          reporter: Callable[..., Any] | None = None, on_epoch: Callable[[dict], Any] | None = None,
+          **overrides: Any) -> RunResult:
     """Train a model.
 
     ``recipe`` is a recipe name (``cifarlab.list_recipes()``) or a YAML path (a run's ``config.yaml`` works);
@@ -454,6 +491,6 @@ def train(recipe: str | None = None, data: str | None = None, *, resume: str | N
             base["data"] = data
         base["out"] = str(Path(resume) if Path(resume).is_dir() else Path(resume).parent)
         cfg = make_config(None, **base)
-        return Trainer(cfg, resume_from=ckpt, reporter=reporter).fit()
+        return Trainer(cfg, resume_from=ckpt, reporter=reporter, on_epoch=on_epoch).fit()
     cfg = make_config(recipe, **({"data": data} if data is not None else {}), **overrides)
-    return Trainer(cfg, reporter=reporter).fit()
+    return Trainer(cfg, reporter=reporter, on_epoch=on_epoch).fit()

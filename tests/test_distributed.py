@@ -1,0 +1,77 @@
+"""Data-parallel training: torchrun with gloo on CPU, and the loader's sharding of each global batch."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import cifarlab
+from cifarlab.data import BatchLoader, Pipeline
+from cifarlab.data.formats import ImageSet
+
+from conftest import make_cifar10_python
+
+
+def _images(n: int) -> ImageSet:
+    g = torch.Generator().manual_seed(0)
+    return ImageSet(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(n) % 10,
+                    [str(i) for i in range(10)])
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_rank_shards_put_together_are_the_single_process_batch(world):
+    data = _images(70)
+    pipeline = Pipeline([{"name": "crop", "padding": 4}, {"name": "flip"}, {"name": "cutout", "size": 8}])
+    kwargs = dict(mean=[0.5] * 3, std=[0.25] * 3, shuffle=True, pipeline=pipeline, seed=3)
+    whole = list(BatchLoader(data, 32, **kwargs).epoch(1))
+    shards = [list(BatchLoader(data, 32, shard=(r, world), **kwargs).epoch(1)) for r in range(world)]
+    assert all(len(s) == len(whole) == 3 for s in shards)  # the 6-image tail still gives every rank an image
+    for b, (x, y) in enumerate(whole):
+        assert torch.equal(torch.cat([s[b][0] for s in shards]), x)
+        assert torch.equal(torch.cat([s[b][1] for s in shards]), y)
+
+
+def test_a_tail_too_small_for_every_rank_is_dropped_on_all_ranks():
+    data = _images(65)  # 2 full batches of 32 and a tail of 1
+    assert len(BatchLoader(data, 32, mean=[0] * 3, std=[1] * 3)) == 3
+    assert {len(BatchLoader(data, 32, mean=[0] * 3, std=[1] * 3, shard=(r, 2))) for r in range(2)} == {2}
+
+
+def test_sync_bn_on_cpu_is_a_clear_error():
+    from cifarlab.errors import CifarlabError
+    from cifarlab.train.distributed import DistContext, wrap_model
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    with pytest.raises(CifarlabError, match="SyncBatchNorm does not run on CPU"):
+        wrap_model(model, DistContext(rank=0, world=2), torch.device("cpu"), sync_bn=True)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
+    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun is installed with torch")
+def test_torchrun_two_processes_gloo_one_epoch(tmp_path):
+    make_cifar10_python(tmp_path / "data", per_batch=40, test=20)  # 200 images: 160 train / 40 val
+    runs = tmp_path / "runs"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cifarlab",
+           "train", "--recipe", "seed001_small", "--data", str(tmp_path / "data"), "--epochs", "1",
+           "--batch-size", "32", "--val-split", "0.2", "--out", str(runs / "ddp"), "--progress", "false",
+           "--no-report"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "distributed: 2 processes (gloo backend)" in proc.stderr
+    # one run directory, one set of checkpoints, one metrics file: only rank 0 wrote
+    assert [p.name for p in runs.iterdir()] == ["ddp"]
+    assert sorted(p.name for p in (runs / "ddp").glob("*.pt")) == ["best.pt", "last.pt"]
+    rows = [json.loads(line) for line in (runs / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in rows if r["type"] == "epoch"]
+    assert len(epochs) == 1
+    # both ranks trained: the epoch's image count is the sum over ranks of their 80-image shards
+    assert epochs[0]["images"] == 160
+    assert sum(1 for r in rows if r["type"] == "step") == 5  # 5 global steps of 32 (16 per rank), not 10
+    single = cifarlab.evaluate(runs / "ddp" / "best.pt", out=tmp_path / "eval", device="cpu")
+    assert single["top1"] == pytest.approx(epochs[0]["val_top1"], abs=1e-9)
+    assert single["loss"] == pytest.approx(epochs[0]["val_loss"], rel=1e-5)
