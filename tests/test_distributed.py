@@ -12,7 +12,6 @@ import torch
 import cifarlab
 from cifarlab.data import BatchLoader, Pipeline
 from cifarlab.data.formats import ImageSet
-
 from conftest import make_cifar10_python
 
 
