@@ -140,6 +140,35 @@ def cmd_data_stats(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_sweep_run(args: argparse.Namespace, extra: list[str]) -> int:
+    from .sweep import run_sweep, show_sweep
+
+    try:
+        study = run_sweep(args.file, trials=args.trials, storage=args.storage, out=args.out,
+                          overrides=_parse_overrides(extra))
+    except (Interrupted, KeyboardInterrupt) as exc:
+        name = signal.Signals(exc.signum).name if isinstance(exc, Interrupted) else "SIGINT"
+        print(f"cifarlab: {name}: sweep worker stopped; its unfinished trial is queued again "
+              "(run the same command to go on)", file=sys.stderr)
+        return 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
+    out = args.out or f"runs/sweeps/{study.study_name}"
+    res = show_sweep(args.storage or out, study_name=study.study_name, out=out)
+    print(res["table"])
+    print(f"best recipe: {res['best_recipe']}; report: {res['page']}")
+    return 0
+
+
+def cmd_sweep_show(args: argparse.Namespace, extra: list[str]) -> int:
+    from .sweep import show_sweep
+
+    res = show_sweep(args.target, study_name=args.study, out=args.out)
+    print(res["table"])
+    if res["best_recipe"]:
+        print(f"best recipe: {res['best_recipe']}")
+    print(f"plots and report: {res['page']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cifarlab", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -196,6 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
     rc = sub.add_parser("recipes", help="list the bundled recipes")
     rc.set_defaults(func=cmd_recipes)
 
+    sw = sub.add_parser("sweep", help="hyper-parameter sweeps on Optuna (one machine or many workers)")
+    swsub = sw.add_subparsers(dest="sweep_command", required=True)
+    sr = swsub.add_parser("run", help="run (or join) the sweep in FILE; any config key as --key value applies to "
+                                      "every trial")
+    sr.add_argument("file", help="sweep YAML file (see recipes/sweeps/)")
+    sr.add_argument("--trials", type=int, help="finished trials the study stops at (default: the file's)")
+    sr.add_argument("--storage", help="database URL shared by workers, e.g. postgresql://user:pw@host/db "
+                                      "(default: an SQLite file in the sweep directory)")
+    sr.add_argument("--out", help="sweep directory: trial runs, study.db, report (default runs/sweeps/<name>)")
+    sr.set_defaults(func=cmd_sweep_run)
+    sh = swsub.add_parser("show", help="rank a sweep's trials; write best.yaml, plots and report.html")
+    sh.add_argument("target", metavar="DIR|URL", help="sweep directory or storage URL")
+    sh.add_argument("--study", help="study name (needed when the storage holds several)")
+    sh.add_argument("--out", help="where to write best.yaml, plots and report.html (default: the sweep directory)")
+    sh.set_defaults(func=cmd_sweep_show)
+
     d = sub.add_parser("data", help="download datasets and inspect them")
     dsub = d.add_subparsers(dest="data_command", required=True)
     dl = dsub.add_parser("download", help="fetch an official archive, check its MD5, extract it safely")
@@ -214,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "train":
+    if extra and args.command != "train" and getattr(args, "sweep_command", None) != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:

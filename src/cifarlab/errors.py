@@ -10,6 +10,10 @@ class CifarlabError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+class Diverged(CifarlabError):
+    """The loss became NaN or infinite: this configuration cannot train (a sweep records it and goes on)."""
+
+
 class Interrupted(Exception):
     """Training stopped on SIGINT/SIGTERM after finishing its current step and saving ``last.pt``."""
 

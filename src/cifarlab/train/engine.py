@@ -15,7 +15,7 @@ from torch import nn
 from ..config import TTA_MODES
 from ..data import BatchLoader
 from ..data.augment import shift
-from ..errors import CifarlabError
+from ..errors import CifarlabError, Diverged
 from ..metrics import confusion_matrix, topk_correct
 from .optim import set_lr
 
@@ -85,7 +85,7 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
             loss_value = loss.item()  # one sync per step: a non-finite loss must stop before it reaches the weights
             if not math.isfinite(loss_value):
-                raise CifarlabError(f"training diverged at step {step} (epoch {state.epoch + 1}): loss is {loss_value}"
+                raise Diverged(f"training diverged at step {step} (epoch {state.epoch + 1}): loss is {loss_value}"
                                     "; lower the learning rate (the last good checkpoint is kept)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
