@@ -14,6 +14,7 @@ import yaml
 from .errors import CifarlabError, Interrupted
 
 log = logging.getLogger("cifarlab")
+INTERPOLATIONS = ["nearest", "bilinear", "bicubic", "box", "hamming", "lanczos"]
 
 
 def _parse_overrides(tokens: list[str]) -> dict[str, Any]:
@@ -60,7 +61,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     from .evaluate.evaluate import format_report
 
     m = evaluate(args.checkpoint, args.data, split=args.split, out=args.out, batch_size=args.batch_size,
-                 device=args.device, tta=args.tta)
+                 device=args.device, tta=args.tta, model=args.model, mean=args.mean, std=args.std)
     print(format_report(m))
     return 0
 
@@ -69,7 +70,7 @@ def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
     from .evaluate import predict
 
     res = predict(args.checkpoint, args.input, args.out, tta=args.tta, label_names=args.label_names,
-                  batch_size=args.batch_size, device=args.device)
+                  batch_size=args.batch_size, device=args.device, model=args.model, mean=args.mean, std=args.std)
     print(f"wrote {len(res['ids'])} predictions to {res['out']}")
     return 0
 
@@ -127,12 +128,13 @@ def cmd_data_stats(args: argparse.Namespace, extra: list[str]) -> int:
 
     source = open_source(args.path)
     data = load_cached(source, args.split, args.label_mode)
-    st = dataset_stats(data.images, data.labels, data.classes)
+    st = dataset_stats(data.images, data.labels, data.classes, resize=args.resize, interpolation=args.interpolation)
     if args.json:
         print(json.dumps(st.__dict__, indent=2))
         return 0
     print(f"{source.kind} '{args.split}' split at {source.path}: {st.count} images "
-          f"{tuple(data.images.shape[1:])}, {len(data.classes)} classes")
+          f"{tuple(data.images.shape[1:])}, {len(data.classes)} classes"
+          + (f"; statistics after resizing to {args.resize} px ({args.interpolation})" if args.resize else ""))
     print("mean (R G B): " + " ".join(f"{v:.4f}" for v in st.mean))
     print("std  (R G B): " + " ".join(f"{v:.4f}" for v in st.std))
     print(f"grayscale images: {st.grayscale}")
@@ -169,6 +171,28 @@ def cmd_sweep_show(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace, extra: list[str]) -> int:
+    from .export import import_state_dict
+
+    out = import_state_dict(args.weights, args.model, args.out, mean=args.mean, std=args.std, classes=args.classes,
+                            resize=args.resize, interpolation=args.interpolation)
+    print(f"wrote {out} (eval, predict and export take it)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
+    from .export import export
+
+    print(f"wrote {export(args.checkpoint, args.format, args.out)}")
+    return 0
+
+
+def _weights_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="the checkpoint is a plain state dict of this registered model")
+    p.add_argument("--mean", type=float, nargs=3, help="with --model: normalization mean it was trained with")
+    p.add_argument("--std", type=float, nargs=3, help="with --model: normalization std it was trained with")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cifarlab", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -194,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time augmentation (--tta alone: flip)")
     e.add_argument("--batch-size", type=int, default=500)
     e.add_argument("--device", default="auto")
+    _weights_options(e)
     e.set_defaults(func=cmd_eval)
 
     r = sub.add_parser("predict", help="label unlabeled images; writes a Kaggle ID,Labels CSV")
@@ -205,7 +230,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--label-names", action="store_true", help="write class names instead of indices")
     r.add_argument("--batch-size", type=int, default=500)
     r.add_argument("--device", default="auto")
+    _weights_options(r)
     r.set_defaults(func=cmd_predict)
+
+    im = sub.add_parser("import", help="turn a plain state dict (a notebook's, kuangliu's, torchvision's) into a "
+                                       "checkpoint")
+    im.add_argument("weights", help="state dict file (.pth/.pt) or URL")
+    im.add_argument("--model", required=True, help="registered model whose layout the weights have")
+    im.add_argument("--out", required=True, help="checkpoint to write")
+    im.add_argument("--mean", type=float, nargs=3, help="normalization mean the weights were trained with ([0,1])")
+    im.add_argument("--std", type=float, nargs=3, help="normalization std the weights were trained with ([0,1])")
+    im.add_argument("--classes", nargs="+", help="class names (default: CIFAR-10's for 10 outputs)")
+    im.add_argument("--resize", type=int, default=0, help="input size the weights expect (default: 32)")
+    im.add_argument("--interpolation", default="bilinear", choices=INTERPOLATIONS)
+    im.set_defaults(func=cmd_import)
+
+    ex = sub.add_parser("export", help="write a checkpoint as ONNX, TorchScript or a plain state dict")
+    ex.add_argument("checkpoint")
+    ex.add_argument("--format", required=True, choices=["onnx", "torchscript", "state_dict"])
+    ex.add_argument("--out", required=True)
+    ex.set_defaults(func=cmd_export)
 
     m = sub.add_parser("models", help="list registered models with parameters and MACs")
     m.add_argument("--num-classes", type=int)
@@ -252,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--split", default="train")
     ds.add_argument("--label-mode", default="fine", choices=["fine", "coarse"])
     ds.add_argument("--json", action="store_true")
+    ds.add_argument("--resize", type=int, default=0, help="statistics of the images resized to this size")
+    ds.add_argument("--interpolation", default="bilinear", choices=INTERPOLATIONS)
     ds.set_defaults(func=cmd_data_stats)
     return p
 

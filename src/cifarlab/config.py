@@ -27,6 +27,10 @@ class Config:
     model_args: dict = field(default_factory=dict)  # extra keyword arguments for the model factory
     dropout: float = 0.0  # dropout probability before the classifier (0 = off)
     block_dropout: float = 0.0  # Dropout2d probability inside residual blocks (0 = off)
+    pretrained: str = ""  # weights to start from: a file, a URL, or "torchvision" (its published ImageNet weights);
+    #                       a classifier of another size is replaced by a new one ("" = random init)
+    freeze: str = "none"  # "backbone": only the classifier trains (until unfreeze_epoch); "none": everything trains
+    unfreeze_epoch: int = 0  # with freeze: backbone, the epoch (counted from 0) from which all layers train; 0 = never
 
     # --- data ------------------------------------------------------------------------------------------
     data: str = ""  # dataset source: CIFAR directory, image folder or .tar.gz
@@ -36,6 +40,8 @@ class Config:
     mean: Any = "auto"  # per-channel normalization mean in [0,1] units, or "auto" = training-split mean
     std: Any = "auto"  # per-channel normalization std in [0,1] units, or "auto" = training-split std
     augment: list = field(default_factory=list)  # ordered list of {name: ..., **options} batch augmentations
+    resize: int = 0  # resize every image to this many pixels before normalizing (0 = keep 32; 224 for ImageNet nets)
+    interpolation: str = "bilinear"  # resize filter: nearest, bilinear, bicubic, box, hamming, lanczos (as PIL's)
     resize_schedule: list = field(default_factory=list)  # progressive resizing: [[from_epoch, size], ...], e.g.
     #                                [[0, 24], [4, 32]] trains at 24 px for 4 epochs, then at full size (empty = off)
 
@@ -152,6 +158,8 @@ _CHOICES = {
     "schedule_interval": ("step", "epoch"),
     "cyclic_mode": ("triangular", "triangular2", "exp_range"),
     "label_mode": ("fine", "coarse"),
+    "freeze": ("none", "backbone"),
+    "interpolation": ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos"),
     "best_metric": ("val_top1", "val_top2", "val_top3", "val_loss"),
     "plateau_metric": ("val_top1", "val_top2", "val_top3", "val_loss"),
 }
@@ -169,6 +177,8 @@ def validate(cfg: Config) -> Config:
                 "min_lr", "warmup_epochs"):
         if getattr(cfg, key) < 0:
             raise CifarlabError(f"config key '{key}' must be >= 0; got {getattr(cfg, key)}")
+    if cfg.resize and cfg.resize < 8 or cfg.unfreeze_epoch < 0:
+        raise CifarlabError("config key 'resize' must be 0 or >= 8, and 'unfreeze_epoch' >= 0")
     for key in ("epochs", "batch_size", "eval_batch_size"):
         if getattr(cfg, key) < 1:
             raise CifarlabError(f"config key '{key}' must be >= 1; got {getattr(cfg, key)}")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from .augment import Context, Pipeline
 from .formats import ImageSet
+from .resize import resize as resize_images
 
 
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
@@ -29,7 +30,8 @@ class BatchLoader:
     def __init__(self, data: ImageSet, batch_size: int, *, mean: Sequence[float], std: Sequence[float],
                  shuffle: bool = False, drop_last: bool = False, pipeline: Pipeline | None = None,
                  seed: int = 0, device: torch.device | str = "cpu", channels_last: bool = False,
-                 resize_schedule: Sequence[Sequence[float]] = (), shard: tuple[int, int] = (0, 1)):
+                 resize_schedule: Sequence[Sequence[float]] = (), shard: tuple[int, int] = (0, 1),
+                 resize: int = 0, interpolation: str = "bilinear"):
         self.device = torch.device(device)
         # Keep the whole uint8 set where the model runs: 150 MB for CIFAR, gathered per batch.
         self.images = data.images.to(self.device)
@@ -40,6 +42,7 @@ class BatchLoader:
         self.pipeline = pipeline
         self.seed = seed
         self.channels_last = channels_last
+        self.resize, self.interpolation = resize, interpolation  # e.g. 224 px for ImageNet-pretrained nets
         # (rank, world): each of `world` data-parallel ranks builds the same global batch and keeps its slice,
         # so the augmentation a batch gets does not depend on how many processes train it.
         self.rank, self.world = shard
@@ -91,6 +94,8 @@ class BatchLoader:
                 x = self.pipeline(x, ctx)
             elif b < start_batch:
                 continue
+            if self.resize:
+                x = resize_images(x, self.resize, self.interpolation)
             x = (x - self.mean) / self.std
             if size is not None:  # progressive resizing: early epochs see smaller, cheaper images
                 x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)

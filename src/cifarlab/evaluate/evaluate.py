@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..data import BatchLoader, load_eval_split
+from ..data import BatchLoader, ImageSet, load_eval_split
 from ..errors import CifarlabError
 from ..metrics import per_class_accuracy
 from ..train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -20,16 +20,43 @@ from . import plots
 log = logging.getLogger("cifarlab")
 
 
+def load_for_inference(checkpoint: str | Path, *, model: str | None = None, mean: list[float] | None = None,
+                       std: list[float] | None = None) -> tuple[Any, dict[str, Any]]:
+    """(model, checkpoint dict) from a cifarlab checkpoint, an exported ``.onnx`` file (run by onnxruntime), or,
+    with `model` (and the `mean`/`std` it was trained with), a plain state dict saved by a notebook."""
+    if Path(checkpoint).suffix == ".onnx":
+        from ..export import OnnxClassifier
+
+        net = OnnxClassifier(checkpoint)
+        return net, net.as_checkpoint()
+    if model is not None:
+        from ..export import checkpoint_from_state_dict
+
+        ckpt = checkpoint_from_state_dict(checkpoint, model, mean=mean, std=std)
+    else:
+        ckpt = load_checkpoint(checkpoint)
+    return model_from_checkpoint(ckpt), ckpt
+
+
+def inference_loader(images: ImageSet, ckpt: dict[str, Any], batch_size: int, device) -> BatchLoader:
+    """Batches prepared as the checkpoint's training prepared them: same normalization, same resize."""
+    cfg = ckpt.get("config", {})
+    return BatchLoader(images, batch_size, mean=ckpt["mean"], std=ckpt["std"], device=device,
+                       resize=cfg.get("resize", 0) or 0, interpolation=cfg.get("interpolation", "bilinear"))
+
+
 def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | None = None,
              out: str | Path | None = None, batch_size: int = 500, device: str = "auto",
-             tta: str | bool = "none") -> dict[str, Any]:
+             tta: str | bool = "none", model: str | None = None, mean: list[float] | None = None,
+             std: list[float] | None = None) -> dict[str, Any]:
     """Evaluate `checkpoint` on `split` of `data` (defaults: the data and validation part it trained on).
+    `checkpoint` may also be an exported ``.onnx`` file, or a plain state dict with `model`, `mean` and `std`.
 
     Writes ``metrics.json``, ``confusion.csv/.png`` and ``per_class.csv/.png`` into `out` (default: ``eval/`` beside
     the checkpoint) and returns the metrics.
     """
     tta = _tta(tta)
-    ckpt = load_checkpoint(checkpoint)
+    net, ckpt = load_for_inference(checkpoint, model=model, mean=mean, std=std)
     cfg = ckpt.get("config", {})
     data = data or cfg.get("data")
     if not data:
@@ -37,13 +64,13 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
     split = split or ("val" if cfg.get("val_split", 0) else "test")
     images = load_eval_split(data, split, cfg.get("val_split", 0.1), cfg.get("split_seed", 0),
                              cfg.get("label_mode", "fine"))
+    if ckpt["num_classes"] is None:
+        ckpt["num_classes"] = len(images.classes)
     if images.classes and len(images.classes) != ckpt["num_classes"]:
         raise CifarlabError(f"data has {len(images.classes)} classes but the model predicts {ckpt['num_classes']}")
-    dev = resolve_device(device)
-    model = model_from_checkpoint(ckpt).to(dev)
-    loader = BatchLoader(images, batch_size, mean=ckpt["mean"], std=ckpt["std"], device=dev)
-    res = evaluate_model(model, loader, ckpt["num_classes"], tta=tta, progress=True,
-                         precision=ckpt.get("config", {}).get("precision", "auto"))
+    dev = resolve_device(device) if not Path(checkpoint).suffix == ".onnx" else resolve_device("cpu")
+    res = evaluate_model(net.to(dev), inference_loader(images, ckpt, batch_size, dev), ckpt["num_classes"], tta=tta,
+                         progress=True, precision=cfg.get("precision", "auto"))
     classes = ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])]
     per_class = per_class_accuracy(res["confusion"]).tolist()
 

@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..data import BatchLoader, ImageSet, read_unlabeled_pickle
+from ..data import ImageSet, read_unlabeled_pickle
 from ..data.formats import IMAGE_SUFFIXES
 from ..errors import CifarlabError
-from ..train.checkpoint import load_checkpoint, model_from_checkpoint
 from ..train.engine import evaluate_model
 from ..train.engine import tta_mode as _tta
 from ..train.trainer import resolve_device
+from .evaluate import inference_loader, load_for_inference
 
 
 def _read_image(path: Path, size: int = 32) -> np.ndarray:
@@ -60,20 +60,22 @@ def load_inputs(paths: list[str | Path]) -> ImageSet:
 
 def predict(checkpoint: str | Path, inputs: str | Path | list, out: str | Path = "submission.csv", *,
             tta: str | bool = "none", label_names: bool = False, batch_size: int = 500,
-            device: str = "auto") -> dict[str, Any]:
+            device: str = "auto", model: str | None = None, mean: list[float] | None = None,
+            std: list[float] | None = None) -> dict[str, Any]:
     """Predict a class for every input image and write ``ID,Labels`` rows to `out`.
 
-    Labels are class indices (the Kaggle convention), or class names with ``label_names=True``.
+    `checkpoint` is a cifarlab checkpoint, an exported ``.onnx`` file, or a plain state dict with `model`,
+    `mean` and `std`. Labels are class indices (the Kaggle convention), or class names with ``label_names=True``.
     Returns ids, predicted indices and softmax probabilities.
     """
-    ckpt = load_checkpoint(checkpoint)
+    net, ckpt = load_for_inference(checkpoint, model=model, mean=mean, std=std)
     data = load_inputs(inputs if isinstance(inputs, list) else [inputs])
-    dev = resolve_device(device)
-    model = model_from_checkpoint(ckpt).to(dev)
-    loader = BatchLoader(data, batch_size, mean=ckpt["mean"], std=ckpt["std"], device=dev)
-    probs = evaluate_model(model, loader, ckpt["num_classes"], tta=_tta(tta), return_outputs=True,
-                           precision=ckpt.get("config", {}).get("precision", "auto"),
-                           progress=True)["probs"]
+    dev = resolve_device(device) if not Path(checkpoint).suffix == ".onnx" else resolve_device("cpu")
+    loader = inference_loader(data, ckpt, batch_size, dev)
+    if ckpt["num_classes"] is None:  # an ONNX file without class names: its output width
+        ckpt["num_classes"] = int(net(next(iter(loader))[0][:1]).shape[1])
+    probs = evaluate_model(net.to(dev), loader, ckpt["num_classes"], tta=_tta(tta), return_outputs=True,
+                           precision=ckpt.get("config", {}).get("precision", "auto"), progress=True)["probs"]
     pred = probs.argmax(1).tolist()
     classes = ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])]
     out = Path(out)

@@ -34,6 +34,7 @@ from ..config import Config, make_config, to_yaml, validate
 from ..data import BatchLoader, Pipeline, channel_mean_std, load_splits, normalize
 from ..errors import CifarlabError, Interrupted
 from ..models import count_params, create_model, list_models, summarize
+from ..models.weights import head_of, load_weights, read_state_dict
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistContext, init_distributed, wrap_model
 from .ema import WeightAverage
@@ -164,6 +165,12 @@ class Trainer:
 
         model_args = {"dropout": cfg.dropout, "block_dropout": cfg.block_dropout, **cfg.model_args}
         model = create_model(cfg.model, num_classes=num_classes, **model_args)
+        if cfg.pretrained and self.resume is None:
+            skipped = load_weights(model, read_state_dict(cfg.pretrained, cfg.model), where=cfg.pretrained)
+            log.info("weights from %s%s", cfg.pretrained, f" (new classifier: {', '.join(skipped)})" if skipped else "")
+        head = head_of(model) + "."
+        if cfg.freeze != "none" and dist.enabled:
+            raise CifarlabError("freeze is not supported under torchrun yet (DDP needs a fixed set of trained layers)")
         if hasattr(model, "init_from_data"):  # e.g. the fast nets' patch-whitening stem
             # A seeded random subset: sources are often sorted by class (the JPEG tarball is).
             pick = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
@@ -181,9 +188,11 @@ class Trainer:
 
         train_loader = BatchLoader(splits.train, cfg.batch_size, mean=mean, std=std, shuffle=True, drop_last=False,
                                    pipeline=pipeline, seed=cfg.seed, device=device, channels_last=cfg.channels_last,
-                                   resize_schedule=cfg.resize_schedule, shard=(dist.rank, dist.world))
+                                   resize_schedule=cfg.resize_schedule, shard=(dist.rank, dist.world),
+                                   resize=cfg.resize, interpolation=cfg.interpolation)
         val_loader = (BatchLoader(splits.val, cfg.eval_batch_size, mean=mean, std=std, device=device,
-                                  channels_last=cfg.channels_last) if splits.val is not None else None)
+                                  channels_last=cfg.channels_last, resize=cfg.resize, interpolation=cfg.interpolation)
+                      if splits.val is not None else None)
         steps_per_epoch = len(train_loader)
 
         # Only rank 0 writes; the others learn its run directory's name.
@@ -291,6 +300,10 @@ class Trainer:
             for epoch in epochs:
                 if out_of_time():
                     break
+                if cfg.freeze == "backbone":  # fine-tuning: the new classifier learns alone, then (maybe) all
+                    frozen = cfg.unfreeze_epoch == 0 or epoch < cfg.unfreeze_epoch
+                    for name, param in model.named_parameters():
+                        param.requires_grad_(name.startswith(head) or not frozen)
                 if cfg.stem_bias_epochs and epoch >= cfg.stem_bias_epochs and hasattr(model, "whiten"):
                     model.whiten.bias.requires_grad_(False)  # the stem's bias has settled; stop paying for it
                 state = partial if partial is not None and partial.epoch == epoch else EpochState(epoch)

@@ -1,0 +1,149 @@
+"""Weights in and out: importing state dicts trained elsewhere, exporting checkpoints to ONNX, TorchScript
+or a plain state dict, and running an exported ONNX file with onnxruntime.
+
+The models' module names are the layouts people already have (the studies' notebooks and kuangliu/pytorch-cifar
+for the CIFAR ResNets and study 002's net; torchvision for the ``*_imagenet`` nets), so importing is reading the
+file, dropping wrapper prefixes, and recording the normalization the weights expect; exporting to a state dict
+writes that same layout back. ONNX files carry that normalization and the class names in their metadata, so
+``cifarlab predict model.onnx`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .errors import CifarlabError
+from .models import create_model
+from .models.weights import load_weights, read_state_dict
+from .train.checkpoint import CHECKPOINT_VERSION, load_checkpoint, model_from_checkpoint, save_checkpoint
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+FORMATS = ("onnx", "torchscript", "state_dict")
+
+
+def import_state_dict(weights: str | Path, model: str, out: str | Path, *, mean: list[float] | None,
+                      std: list[float] | None, classes: list[str] | None = None, resize: int = 0,
+                      interpolation: str = "bilinear") -> Path:
+    """Turn a plain state dict (a notebook's ``torch.save(net.state_dict())``) into a cifarlab checkpoint that
+    ``eval``/``predict``/``export`` take. The number of classes comes from the classifier's shape."""
+    ckpt = checkpoint_from_state_dict(weights, model, mean=mean, std=std, classes=classes, resize=resize,
+                                      interpolation=interpolation)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(ckpt, out)
+    return out
+
+
+def checkpoint_from_state_dict(weights: str | Path, model: str, *, mean: list[float] | None,
+                               std: list[float] | None, classes: list[str] | None = None, resize: int = 0,
+                               interpolation: str = "bilinear") -> dict[str, Any]:
+    if mean is None or std is None:
+        raise CifarlabError("give --mean and --std: the normalization these weights were trained with, in [0, 1] "
+                            "units (study 000: --mean 0.5 0.5 0.5 --std 0.5 0.5 0.5)")
+    if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
+        raise CifarlabError("--mean and --std take 3 numbers each (std > 0), in [0, 1] units")
+    state = read_state_dict(weights, model)
+    net = create_model(model, num_classes=10)
+    head = [k for k in state if k.endswith(".weight") and state[k].ndim == 2]
+    num_classes = state[head[-1]].shape[0] if head else 10
+    if num_classes != 10:
+        net = create_model(model, num_classes=num_classes)
+    load_weights(net, state, new_head=False, where=str(weights))
+    if classes is None:
+        classes = CIFAR10_CLASSES if num_classes == 10 else [str(i) for i in range(num_classes)]
+    if len(classes) != num_classes:
+        raise CifarlabError(f"{len(classes)} class names given for a {num_classes}-class classifier")
+    ckpt = {"version": CHECKPOINT_VERSION, "model": model, "model_args": {}, "num_classes": num_classes,
+            "classes": list(classes), "mean": list(map(float, mean)), "std": list(map(float, std)),
+            "state_dict": net.state_dict(), "epoch": 0, "step": 0, "metrics": {},
+            "config": {"model": model, "precision": "fp32", "resize": resize, "interpolation": interpolation,
+                       "val_split": 0},
+            "imported_from": str(weights), "cifarlab_version": __version__}
+    return ckpt
+
+
+def input_size(ckpt: dict[str, Any]) -> int:
+    return int(ckpt.get("config", {}).get("resize") or 32)
+
+
+def export(checkpoint: str | Path, fmt: str, out: str | Path, *, opset: int | None = None) -> Path:
+    """Write the checkpoint's (averaged, evaluated) weights as ONNX, TorchScript or a plain state dict.
+    ONNX and TorchScript take any batch size; inputs are normalized images of the training size."""
+    if fmt not in FORMATS:
+        raise CifarlabError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
+    ckpt = load_checkpoint(checkpoint)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "state_dict":  # the same key layout the studies' notebooks (or torchvision) use
+        torch.save(ckpt["state_dict"], out)
+        return out
+    model = model_from_checkpoint(ckpt).eval()
+    size = input_size(ckpt)
+    example = torch.randn(2, 3, size, size)
+    meta = {"cifarlab_version": __version__, "model": ckpt["model"], "classes": ckpt.get("classes") or [],
+            "mean": ckpt["mean"], "std": ckpt["std"], "input_size": size,
+            "interpolation": ckpt.get("config", {}).get("interpolation", "bilinear")}
+    if fmt == "torchscript":
+        with torch.no_grad():
+            traced = torch.jit.trace(model, example)
+        torch.jit.save(traced, str(out), _extra_files={"cifarlab.json": json.dumps(meta)})
+        return out
+    return _export_onnx(model, example, out, meta, opset)
+
+
+def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path, meta: dict[str, Any], opset: int | None) -> Path:
+    try:
+        import onnx
+    except ImportError:
+        raise CifarlabError("ONNX export needs onnx and onnxscript: pip install 'cifarlab[onnx]'") from None
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    try:
+        program = torch.onnx.export(model, (example,), dynamo=True, input_names=["images"], output_names=["logits"],
+                                    dynamic_shapes=({0: batch},), opset_version=opset, verbose=False)
+    except Exception as exc:  # the exporter's own errors name the operator it could not translate
+        raise CifarlabError(f"could not export {meta['model']} to ONNX: {str(exc).splitlines()[0]}") from None
+    proto = program.model_proto
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = f"cifarlab.{key}", json.dumps(value)
+    onnx.save_model(proto, str(out))  # weights inline: these nets are well under protobuf's 2 GB limit
+    return out
+
+
+class OnnxClassifier(nn.Module):
+    """An exported ONNX file run by onnxruntime, callable like the model it came from (tensors in, logits out)."""
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise CifarlabError("predicting from ONNX needs onnxruntime: pip install 'cifarlab[onnx]'") from None
+        try:
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own types for unreadable files
+            raise CifarlabError(f"{path} is not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.meta = {k.removeprefix("cifarlab."): json.loads(v) for k, v in props.items() if k.startswith("cifarlab.")}
+        if "mean" not in self.meta:
+            raise CifarlabError(f"{path} was not exported by cifarlab (no normalization in its metadata)")
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float().contiguous()
+        return torch.from_numpy(self.session.run(None, {self.input_name: x.cpu().numpy()})[0])
+
+    def as_checkpoint(self) -> dict[str, Any]:
+        """The fields of a checkpoint that prediction reads."""
+        classes = self.meta.get("classes") or []
+        return {"mean": self.meta["mean"], "std": self.meta["std"], "classes": classes,
+                "num_classes": len(classes) or None, "model": self.meta.get("model", "onnx"),
+                "config": {"precision": "fp32", "resize": self.meta.get("input_size", 32)
+                           if self.meta.get("input_size", 32) != 32 else 0,
+                           "interpolation": self.meta.get("interpolation", "bilinear")}}
