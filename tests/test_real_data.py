@@ -108,3 +108,19 @@ def test_compare_two_real_runs_and_render_in_chromium(tmp_path):
         dom = subprocess.run([chromium, *flags, "--dump-dom", page_path.as_uri()], capture_output=True, text=True,
                              timeout=120).stdout
         assert "<table" in dom and "val top" in dom.lower()
+
+
+def test_finetune_recipe_one_epoch_at_224_px_from_random_init(tmp_path):
+    """Study 002's fine-tuning path end to end on the real images: resnet18_imagenet at 224 px (bilinear), with
+    random weights since torchvision's file cannot be downloaded here."""
+    run = tmp_path / "ft"
+    out = cli("train", "--recipe", "seed002_finetune", "--pretrained", "none", "--data", REAL, "--epochs", 1,
+              "--out", run, "--progress", "false", "--no-report")
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["model"] == "resnet18_imagenet" and summary["params"] == 11_181_642
+    assert summary["final"]["images"] == 45_000 and summary["final"]["val_top1"] > 0.2
+    ev = cli("eval", run / "last.pt", "--out", tmp_path / "eval")  # evaluation resizes to 224 px as training did
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["top1"] == pytest.approx(
+        summary["final"]["val_top1"], abs=2e-3)

@@ -177,6 +177,8 @@ def validate(cfg: Config) -> Config:
                 "min_lr", "warmup_epochs"):
         if getattr(cfg, key) < 0:
             raise CifarlabError(f"config key '{key}' must be >= 0; got {getattr(cfg, key)}")
+    if cfg.pretrained in (None, "none"):  # `--pretrained none` starts a pretrained recipe from random weights
+        cfg.pretrained = ""
     if cfg.resize and cfg.resize < 8 or cfg.unfreeze_epoch < 0:
         raise CifarlabError("config key 'resize' must be 0 or >= 8, and 'unfreeze_epoch' >= 0")
     for key in ("epochs", "batch_size", "eval_batch_size"):
