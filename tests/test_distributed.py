@@ -3,8 +3,10 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -74,3 +76,33 @@ def test_torchrun_two_processes_gloo_one_epoch(tmp_path):
     single = cifarlab.evaluate(runs / "ddp" / "best.pt", out=tmp_path / "eval", device="cpu")
     assert single["top1"] == pytest.approx(epochs[0]["val_top1"], abs=1e-9)
     assert single["loss"] == pytest.approx(epochs[0]["val_loss"], rel=1e-5)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
+    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun is installed with torch")
+def test_sigterm_stops_every_rank_at_one_step_and_resume_finishes(tmp_path):
+    make_cifar10_python(tmp_path / "data", per_batch=40, test=20)
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cifarlab",
+            "train"]
+    args = ["--data", str(tmp_path / "data"), "--epochs", "40", "--batch-size", "32", "--val-split", "0.2",
+            "--progress", "false", "--no-report"]
+    proc = subprocess.Popen(base + ["--recipe", "seed001_small", "--out", str(run), *args], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.is_file() and '"type": "epoch"' in metrics.read_text()):
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGTERM)  # what a scheduler does to a job: every process gets it
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "SIGTERM" in out, out[-3000:]
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    assert 1 <= ckpt["epoch"] < 40
+    resumed = subprocess.run(base + ["--resume", str(run), *args], env=env, cwd=tmp_path, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in rows if r["type"] == "epoch"] == list(range(1, 41))  # each epoch once
+    steps = [r["step"] for r in rows if r["type"] == "step"]
+    assert steps == list(range(len(steps))) and len(steps) == 40 * 5
