@@ -64,6 +64,12 @@ class DistContext:
         dist.broadcast_object_list(box, src=0, device=_collective_device())
         return box[0]
 
+    def barrier(self) -> None:
+        """Wait for every rank: rank 0 may still be writing files that the others must not leave before
+        (a rank that exits while its peers still talk to it can be aborted by gloo's threads)."""
+        if self.enabled:
+            dist.barrier()
+
     def close(self) -> None:
         if self.initialized_here and dist.is_initialized():
             dist.destroy_process_group()

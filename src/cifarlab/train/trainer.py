@@ -137,7 +137,12 @@ class Trainer:
     def fit(self) -> RunResult:
         self.dist, device = init_distributed(resolve_device(self.cfg.device))
         try:
-            return self._fit(device)
+            result = self._fit(device)
+            self.dist.barrier()  # rank 0 ends with the final evaluation and summary; nobody leaves before it
+            return result
+        except Interrupted:
+            self.dist.barrier()  # every rank stopped at the same step; rank 0 is saving last.pt
+            raise
         finally:
             self.dist.close()
 
