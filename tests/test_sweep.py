@@ -162,6 +162,17 @@ def test_sweep_user_errors_are_one_line(argv, match, capsys):
     assert match in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_a_user_error_in_a_trial_stops_the_worker_with_one_line(small_data, tmp_path, capsys):
+    f = write_sweep(tmp_path / "u.yaml", name="usererr", space={"lr": [0.1, 0.2]}, sampler="grid")
+    assert main(["sweep", "run", str(f), "--out", str(tmp_path / "sw"), "--data", str(small_data),
+                 "--val-split", "5000"]) == 2
+    err = capsys.readouterr().err
+    assert "val_split 5000.0 leaves no training images" in err and "Traceback" not in err and err.count("\n") == 1
+    study = load_study(tmp_path / "sw")
+    assert len(study.trials) == 1 and study.trials[0].state == TrialState.FAIL  # stopped at once, not counted
+    assert "error" not in study.trials[0].user_attrs
+
+
 def test_command_line_overrides_may_not_clash_with_the_space(small_data, tmp_path):
     f = write_sweep(tmp_path / "c.yaml", space={"lr": [0.1, 0.2]})
     with pytest.raises(CifarlabError, match="lr searched by the sweep"):

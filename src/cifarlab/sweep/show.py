@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,9 @@ def write_plots(study, out: Path) -> list[Path]:
                      ("parallel.png", vis.plot_parallel_coordinate),
                      ("intermediate.png", vis.plot_intermediate_values)):
         try:
-            ax = fn(study)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. matplotlib on an axis whose trials share one value
+                ax = fn(study)
             fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
             fig.set_size_inches(7.5, 4.5)
             fig.tight_layout()

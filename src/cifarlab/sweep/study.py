@@ -30,7 +30,7 @@ def _optuna():
         import optuna
     except ImportError:
         raise CifarlabError("sweeps need Optuna: pip install optuna") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # cifarlab logs each trial itself
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # cifarlab logs each trial itself
     # heartbeats, stale-trial retries and the matplotlib plots are marked experimental; they are what we use
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
@@ -150,6 +150,8 @@ def run_sweep(path: str | Path, *, trials: int | None = None, storage: str | Non
                                 skip_if_exists=True)
     host = socket.gethostname()
 
+    fatal: list[CifarlabError] = []
+
     def objective(trial) -> float:
         params = {k: p.suggest(trial) for k, p in spec.space.items()}
         run_dir = sweep_dir / "trials" / f"trial-{trial.number:04d}"
@@ -178,6 +180,11 @@ def run_sweep(path: str | Path, *, trials: int | None = None, storage: str | Non
             trial.set_user_attr("error", str(exc))
             log.warning("trial %d failed: %s", trial.number, exc)
             return float("nan")  # Optuna's way to mark a trial FAIL without a traceback
+        except CifarlabError as exc:  # a user error (bad data path, bad value): stop this worker with one line
+            trial.set_user_attr("user_error", str(exc))
+            fatal.append(exc)
+            study.stop()
+            return float("nan")  # FAIL without Optuna logging a traceback; not counted, not retried
         except (Interrupted, KeyboardInterrupt):
             # stopped by the user: the trial is FAIL; queue its parameters again so the sweep loses nothing
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
@@ -202,6 +209,8 @@ def run_sweep(path: str | Path, *, trials: int | None = None, storage: str | Non
             time.sleep(min(5.0, spec.heartbeat_seconds))  # the rest run elsewhere; take over if a worker dies
             continue
         study.optimize(objective, n_trials=1)
+        if fatal:
+            raise fatal[0]
     log.info("sweep %s: %d finished trials in %s", spec.name, _finished(study.get_trials(deepcopy=False)),
              _redact(url))
     return study
