@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 from . import __version__
+from .data.formats import CIFAR10_CLASSES
 from .errors import CifarlabError
 from .models import create_model
 from .models.weights import load_weights, read_state_dict
 from .train.checkpoint import CHECKPOINT_VERSION, load_checkpoint, model_from_checkpoint, save_checkpoint
 
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FORMATS = ("onnx", "torchscript", "state_dict")
 
 
@@ -49,11 +49,9 @@ def checkpoint_from_state_dict(weights: str | Path, model: str, *, mean: list[fl
     if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
         raise CifarlabError("--mean and --std take 3 numbers each (std > 0), in [0, 1] units")
     state = read_state_dict(weights, model)
-    net = create_model(model, num_classes=10)
-    head = [k for k in state if k.endswith(".weight") and state[k].ndim == 2]
+    head = [k for k in state if k.endswith(".weight") and state[k].ndim == 2]  # the last Linear is the classifier
     num_classes = state[head[-1]].shape[0] if head else 10
-    if num_classes != 10:
-        net = create_model(model, num_classes=num_classes)
+    net = create_model(model, num_classes=num_classes)
     load_weights(net, state, new_head=False, where=str(weights))
     if classes is None:
         classes = CIFAR10_CLASSES if num_classes == 10 else [str(i) for i in range(num_classes)]

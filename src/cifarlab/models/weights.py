@@ -49,12 +49,18 @@ def read_state_dict(source: str | Path, model_name: str | None = None) -> dict[s
         path = Path(source).expanduser()
         if not path.is_file():
             raise CifarlabError(f"weights file not found: {path}")
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CifarlabError(f"{path} is not a loadable weights file ({first})") from None
+        raw = load_tensors(path, "weights file")
     return clean_state_dict(raw, str(source))
+
+
+def load_tensors(path: Path, what: str) -> Any:
+    """`torch.load` with ``weights_only=True`` (no code in the file runs); an unreadable or hostile file is
+    one line naming `what` it should have been."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CifarlabError(f"{path} is not a loadable {what} ({first})") from None
 
 
 def clean_state_dict(raw: Any, where: str = "weights") -> dict[str, torch.Tensor]:

@@ -8,7 +8,6 @@ epoch (completed), step, best, best_epoch, bad_epochs, config, metrics.
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from torch import nn
 
 from ..errors import CifarlabError
 from ..models import create_model
+from ..models.weights import load_tensors
 
 CHECKPOINT_VERSION = 1
 
@@ -49,11 +49,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 break
     if not path.is_file():
         raise CifarlabError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CifarlabError(f"{path} is not a loadable cifarlab checkpoint ({first})") from None
+    ckpt = load_tensors(path, "cifarlab checkpoint")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model" not in ckpt:
         raise CifarlabError(f"{path} is not a cifarlab checkpoint (no 'model'/'state_dict' keys)")
     if ckpt.get("version", 0) > CHECKPOINT_VERSION:
