@@ -11,10 +11,10 @@ from typing import Any
 
 import yaml
 
+from .config import INTERPOLATIONS
 from .errors import CifarlabError, Interrupted
 
 log = logging.getLogger("cifarlab")
-INTERPOLATIONS = ["nearest", "bilinear", "bicubic", "box", "hamming", "lanczos"]
 
 
 def _parse_overrides(tokens: list[str]) -> dict[str, Any]:

@@ -111,6 +111,7 @@ class Config:
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 TTA_MODES = ("none", "flip", "flip_translate")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")  # PIL's resize filters
 
 
 def _type_of(name: str) -> Any:
@@ -159,7 +160,7 @@ _CHOICES = {
     "cyclic_mode": ("triangular", "triangular2", "exp_range"),
     "label_mode": ("fine", "coarse"),
     "freeze": ("none", "backbone"),
-    "interpolation": ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos"),
+    "interpolation": INTERPOLATIONS,
     "best_metric": ("val_top1", "val_top2", "val_top3", "val_loss"),
     "plateau_metric": ("val_top1", "val_top2", "val_top3", "val_loss"),
 }

@@ -94,6 +94,10 @@ class BatchLoader:
                 x = self.pipeline(x, ctx)
             elif b < start_batch:
                 continue
+            y = self.labels[idx.to(self.device)]
+            if self.world > 1:  # augmented as one global batch; the per-image steps below run on this rank's slice
+                x = torch.tensor_split(x, self.world)[self.rank]
+                y = torch.tensor_split(y, self.world)[self.rank]
             if self.resize:
                 x = resize_images(x, self.resize, self.interpolation)
             x = (x - self.mean) / self.std
@@ -101,10 +105,6 @@ class BatchLoader:
                 x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            y = self.labels[idx.to(self.device)]
-            if self.world > 1:
-                x = torch.tensor_split(x, self.world)[self.rank]
-                y = torch.tensor_split(y, self.world)[self.rank]
             yield x, y
 
     def __iter__(self):

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import torch
 
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+from ..config import INTERPOLATIONS
 
 
 def _box(x: torch.Tensor) -> torch.Tensor:
