@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..data import BatchLoader, ImageSet, load_eval_split
 from ..errors import CifarlabError
 from ..metrics import per_class_accuracy
@@ -20,22 +22,25 @@ from . import plots
 log = logging.getLogger("cifarlab")
 
 
-def load_for_inference(checkpoint: str | Path, *, model: str | None = None, mean: list[float] | None = None,
-                       std: list[float] | None = None) -> tuple[Any, dict[str, Any]]:
-    """(model, checkpoint dict) from a cifarlab checkpoint, an exported ``.onnx`` file (run by onnxruntime), or,
-    with `model` (and the `mean`/`std` it was trained with), a plain state dict saved by a notebook."""
+def load_for_inference(checkpoint: str | Path, device: str = "auto", *, model: str | None = None,
+                       mean: list[float] | None = None, std: list[float] | None = None
+                       ) -> tuple[Any, dict[str, Any], torch.device]:
+    """(model on its device, checkpoint dict, device) from a cifarlab checkpoint, an exported ``.onnx`` file (run
+    by onnxruntime on the CPU), or, with `model` (and the `mean`/`std` it was trained with), a plain state dict
+    saved by a notebook."""
     if Path(checkpoint).suffix == ".onnx":
         from ..export import OnnxClassifier
 
         net = OnnxClassifier(checkpoint)
-        return net, net.as_checkpoint()
+        return net, net.as_checkpoint(), torch.device("cpu")
     if model is not None:
         from ..export import checkpoint_from_state_dict
 
         ckpt = checkpoint_from_state_dict(checkpoint, model, mean=mean, std=std)
     else:
         ckpt = load_checkpoint(checkpoint)
-    return model_from_checkpoint(ckpt), ckpt
+    dev = resolve_device(device)
+    return model_from_checkpoint(ckpt).to(dev), ckpt, dev
 
 
 def inference_loader(images: ImageSet, ckpt: dict[str, Any], batch_size: int, device) -> BatchLoader:
@@ -56,7 +61,7 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
     the checkpoint) and returns the metrics.
     """
     tta = _tta(tta)
-    net, ckpt = load_for_inference(checkpoint, model=model, mean=mean, std=std)
+    net, ckpt, dev = load_for_inference(checkpoint, device, model=model, mean=mean, std=std)
     cfg = ckpt.get("config", {})
     data = data or cfg.get("data")
     if not data:
@@ -68,8 +73,7 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
         ckpt["num_classes"] = len(images.classes)
     if images.classes and len(images.classes) != ckpt["num_classes"]:
         raise CifarlabError(f"data has {len(images.classes)} classes but the model predicts {ckpt['num_classes']}")
-    dev = resolve_device(device) if not Path(checkpoint).suffix == ".onnx" else resolve_device("cpu")
-    res = evaluate_model(net.to(dev), inference_loader(images, ckpt, batch_size, dev), ckpt["num_classes"], tta=tta,
+    res = evaluate_model(net, inference_loader(images, ckpt, batch_size, dev), ckpt["num_classes"], tta=tta,
                          progress=True, precision=cfg.get("precision", "auto"))
     classes = ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])]
     per_class = per_class_accuracy(res["confusion"]).tolist()

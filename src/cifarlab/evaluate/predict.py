@@ -19,7 +19,6 @@ from ..data.formats import IMAGE_SUFFIXES
 from ..errors import CifarlabError
 from ..train.engine import evaluate_model
 from ..train.engine import tta_mode as _tta
-from ..train.trainer import resolve_device
 from .evaluate import inference_loader, load_for_inference
 
 
@@ -68,13 +67,12 @@ def predict(checkpoint: str | Path, inputs: str | Path | list, out: str | Path =
     `mean` and `std`. Labels are class indices (the Kaggle convention), or class names with ``label_names=True``.
     Returns ids, predicted indices and softmax probabilities.
     """
-    net, ckpt = load_for_inference(checkpoint, model=model, mean=mean, std=std)
+    net, ckpt, dev = load_for_inference(checkpoint, device, model=model, mean=mean, std=std)
     data = load_inputs(inputs if isinstance(inputs, list) else [inputs])
-    dev = resolve_device(device) if not Path(checkpoint).suffix == ".onnx" else resolve_device("cpu")
     loader = inference_loader(data, ckpt, batch_size, dev)
     if ckpt["num_classes"] is None:  # an ONNX file without class names: its output width
         ckpt["num_classes"] = int(net(next(iter(loader))[0][:1]).shape[1])
-    probs = evaluate_model(net.to(dev), loader, ckpt["num_classes"], tta=_tta(tta), return_outputs=True,
+    probs = evaluate_model(net, loader, ckpt["num_classes"], tta=_tta(tta), return_outputs=True,
                            precision=ckpt.get("config", {}).get("precision", "auto"), progress=True)["probs"]
     pred = probs.argmax(1).tolist()
     classes = ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])]

@@ -245,8 +245,11 @@ class Trainer:
             plateau_scale = plateau.scale if plateau is not None else 1.0
             return lr_at(cfg, progress_step(s), steps_per_epoch) * plateau_scale * batch_scale
 
+        def past_budget() -> bool:  # this process's clock; `dist.any` makes every rank agree
+            return bool(budget_s) and time.perf_counter() - train_start >= budget_s
+
         def out_of_time() -> bool:
-            return bool(dist.any(int(bool(budget_s) and time.perf_counter() - train_start >= budget_s)))
+            return bool(dist.any(int(past_budget())))
 
         def after_step(s: int, state: EpochState) -> None:
             if average is not None:
@@ -259,8 +262,7 @@ class Trainer:
 
         def stop_now() -> bool:
             nonlocal signalled
-            local = 2 if self._signal is not None else int(bool(budget_s) and
-                                                            time.perf_counter() - train_start >= budget_s)
+            local = 2 if self._signal is not None else int(past_budget())
             code = dist.any(local)
             signalled = code == 2
             return code > 0
