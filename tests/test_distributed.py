@@ -60,7 +60,7 @@ def test_torchrun_two_processes_gloo_one_epoch(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cifarlab",
            "train", "--recipe", "seed001_small", "--data", str(tmp_path / "data"), "--epochs", "1",
            "--batch-size", "32", "--val-split", "0.2", "--out", str(runs / "ddp"), "--progress", "false",
-           "--no-report"]
+           "--no-report", "--device", "cpu"]  # gloo on CPU, also on a machine with a GPU
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed: 2 processes (gloo backend)" in proc.stderr
@@ -87,7 +87,7 @@ def test_sigterm_stops_every_rank_at_one_step_and_resume_finishes(tmp_path):
     base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cifarlab",
             "train"]
     args = ["--data", str(tmp_path / "data"), "--epochs", "40", "--batch-size", "32", "--val-split", "0.2",
-            "--progress", "false", "--no-report"]
+            "--progress", "false", "--no-report", "--device", "cpu"]
     proc = subprocess.Popen(base + ["--recipe", "seed001_small", "--out", str(run), *args], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     metrics = run / "metrics.jsonl"
@@ -106,3 +106,22 @@ def test_sigterm_stops_every_rank_at_one_step_and_resume_finishes(tmp_path):
     assert [r["epoch"] for r in rows if r["type"] == "epoch"] == list(range(1, 41))  # each epoch once
     steps = [r["step"] for r in rows if r["type"] == "step"]
     assert steps == list(range(len(steps))) and len(steps) == 40 * 5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="NCCL and SyncBatchNorm need a CUDA GPU")
+def test_torchrun_nccl_with_sync_bn_on_one_gpu(tmp_path):
+    make_cifar10_python(tmp_path / "data", per_batch=40, test=20)
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "cifarlab",
+           "train", "--recipe", "seed001_small", "--data", str(tmp_path / "data"), "--epochs", "2",
+           "--batch-size", "32", "--val-split", "0.2", "--out", str(run), "--progress", "false", "--no-report",
+           "--sync-bn", "true"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "distributed: 1 processes (nccl backend)" in proc.stderr
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in rows if r["type"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    single = cifarlab.evaluate(run / "best.pt", out=tmp_path / "eval", device="cuda")
+    assert single["top1"] == pytest.approx(max(r["val_top1"] for r in epochs), abs=1e-9)

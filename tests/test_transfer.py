@@ -144,7 +144,7 @@ def test_finetune_with_pretrained_and_frozen_backbone(tmp_path):
                          resize=48, interpolation="bicubic",
                          mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225], out=str(tmp_path / "run"),
                          progress=False, report=False)
-    ckpt = torch.load(run.run_dir / "last.pt", weights_only=True)
+    ckpt = torch.load(run.run_dir / "last.pt", weights_only=True, map_location="cpu")  # trained on a GPU if any
     assert torch.equal(ckpt["state_dict"]["layer2.0.conv1.weight"], state["layer2.0.conv1.weight"])  # frozen
     assert ckpt["state_dict"]["fc.weight"].shape == (10, 512)
     m = cifarlab.evaluate(run.run_dir / "last.pt", out=tmp_path / "eval")  # evaluation resizes the same way
@@ -371,4 +371,4 @@ def test_predict_from_onnx_and_torchscript_writes_the_same_csv(tmp_path):
     assert main(["export", str(path), "--format", "torchscript", "--out", str(tmp_path / "m.ts")]) == 0
     ts = torch.jit.load(str(tmp_path / "m.ts"))
     x = torch.randn(3, 3, 32, 32)
-    assert torch.allclose(ts(x), load_for_inference(path)[0].eval()(x), atol=1e-5)
+    assert torch.allclose(ts(x), load_for_inference(path, "cpu")[0].eval()(x), atol=1e-5)  # exports are CPU

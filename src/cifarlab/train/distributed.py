@@ -86,7 +86,7 @@ def init_distributed(device: torch.device, timeout_minutes: float = 30.0) -> tup
     """Join the process group torchrun describes (or the one already set up); one process otherwise.
     Returns the context and the device this rank trains on (cuda:LOCAL_RANK on GPUs)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1 and not dist.is_initialized():
+    if world <= 1 and "LOCAL_RANK" not in os.environ and not dist.is_initialized():  # not under torchrun
         return DistContext(), device
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
