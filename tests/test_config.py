@@ -54,6 +54,18 @@ def test_bad_values_name_the_key(overrides, match):
         make_config(**overrides)
 
 
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    # YAML 1.1 (PyYAML) reads 1e-3 as a string; a recipe, a sweep value or `--lr 1e-3` means the number
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: resnet_small\nlr: 1e-3\nweight_decay: 5e-4\n")
+    cfg = make_config(str(recipe), label_smoothing="1E-1")
+    assert (cfg.lr, cfg.weight_decay, cfg.label_smoothing) == (0.001, 0.0005, 0.1)
+    with pytest.raises(CifarlabError, match="'lr' expects float, got 'fast'"):
+        make_config(lr="fast")
+    from cifarlab.cli import _parse_overrides
+    assert make_config(**_parse_overrides(["--model", "resnet_small", "--lr", "1e12"])).lr == 1e12
+
+
 def test_unknown_and_bad_recipe(tmp_path):
     with pytest.raises(CifarlabError, match="unknown recipe 'nope'; known recipes: .*seed000_resnet9"):
         make_config("nope")

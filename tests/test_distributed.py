@@ -51,6 +51,35 @@ def test_sync_bn_on_cpu_is_a_clear_error():
         wrap_model(model, DistContext(rank=0, world=2), torch.device("cpu"), sync_bn=True)
 
 
+def test_a_rank_stops_when_another_rank_diverges_before_touching_its_weights():
+    from cifarlab.errors import Diverged
+    from cifarlab.train.engine import EpochState, train_one_epoch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    before = [p.detach().clone() for p in model.parameters()]
+    loader = BatchLoader(_images(64), 16, mean=[0.5] * 3, std=[0.25] * 3)
+    asked = []
+
+    def other_rank_diverges_at_step_2(flag: bool) -> bool:  # what DistContext.any returns across ranks
+        asked.append(flag)
+        return flag or len(asked) == 3
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(Diverged, match="at step 2 .*another rank's loss is not finite"):
+        train_one_epoch(model, loader, opt, EpochState(0), first_step=0, lr_fn=lambda s: 0.1, progress=False,
+                        any_rank=other_rank_diverges_at_step_2)
+    assert asked == [False, False, False]  # this rank's own losses were finite; it asked every step
+    moved = [not torch.equal(a, b) for a, b in zip(before, model.parameters())]
+    assert all(moved)  # steps 0 and 1 were taken; step 2 stopped before its backward (checked next)
+    snapshot = [p.detach().clone() for p in model.parameters()]
+    asked.clear()
+    with pytest.raises(Diverged):
+        train_one_epoch(model, loader, opt, EpochState(0), first_step=0, lr_fn=lambda s: 0.1, progress=False,
+                        any_rank=lambda flag: True)
+    assert all(torch.equal(a, b) for a, b in zip(snapshot, model.parameters()))
+
+
 @pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
     os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun is installed with torch")
 def test_torchrun_two_processes_gloo_one_epoch(tmp_path):
@@ -125,3 +154,18 @@ def test_torchrun_nccl_with_sync_bn_on_one_gpu(tmp_path):
     assert [r["epoch"] for r in epochs] == [1, 2]
     single = cifarlab.evaluate(run / "best.pt", out=tmp_path / "eval", device="cuda")
     assert single["top1"] == pytest.approx(max(r["val_top1"] for r in epochs), abs=1e-9)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
+    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun is installed with torch")
+def test_torchrun_divergence_ends_every_rank_with_one_line(tmp_path):
+    make_cifar10_python(tmp_path / "data", per_batch=40, test=20)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cifarlab",
+           "train", "--recipe", "seed001_small", "--data", str(tmp_path / "data"), "--epochs", "2",
+           "--batch-size", "32", "--val-split", "0.2", "--out", str(tmp_path / "run"), "--progress", "false",
+           "--no-report", "--device", "cpu", "--lr", "1e12"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode != 0
+    assert "cifarlab: error: training diverged at step" in proc.stderr, proc.stderr[-3000:]
+    assert "cifarlab/train" not in proc.stderr  # no traceback through the trainer (torchrun prints its own)

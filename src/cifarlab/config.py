@@ -132,6 +132,11 @@ def _coerce(name: str, value: Any) -> Any:
     elif typ is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string; Python reads it as a number
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif typ is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value

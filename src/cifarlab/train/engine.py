@@ -68,9 +68,12 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
                     first_step: int, lr_fn: Callable[[int], float], label_smoothing: float = 0.0,
                     grad_clip: float = 0.0, progress: bool = True, desc: str = "",
                     after_step: Callable[[int, EpochState], None] | None = None,
-                    stop: Callable[[], bool] | None = None, precision: str = "auto") -> EpochState:
+                    stop: Callable[[], bool] | None = None, precision: str = "auto",
+                    any_rank: Callable[[bool], bool] | None = None) -> EpochState:
     """Train on the remaining batches of `state.epoch` (all of them, or until `stop()` says so), updating
-    `state`. `after_step(step, state)` runs after each optimizer step (weight averaging, checkpoints)."""
+    `state`. `after_step(step, state)` runs after each optimizer step (weight averaging, checkpoints).
+    In a distributed run `any_rank(flag)` says whether any rank raised `flag`: every rank stops together
+    when one of them diverges, instead of the others waiting for it in the next gradient all-reduce."""
     model.train()
     device = loader.device
     step = first_step
@@ -84,9 +87,11 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
             loss_value = loss.item()  # one sync per step: a non-finite loss must stop before it reaches the weights
-            if not math.isfinite(loss_value):
-                raise Diverged(f"training diverged at step {step} (epoch {state.epoch + 1}): loss is {loss_value}"
-                                    "; lower the learning rate (the last good checkpoint is kept)")
+            diverged = not math.isfinite(loss_value)
+            if any_rank(diverged) if any_rank is not None else diverged:  # every rank asks, every step
+                where = f"loss is {loss_value}" if diverged else "another rank's loss is not finite"
+                raise Diverged(f"training diverged at step {step} (epoch {state.epoch + 1}): {where}"
+                               "; lower the learning rate (the last good checkpoint is kept)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip > 0:

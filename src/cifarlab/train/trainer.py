@@ -319,7 +319,8 @@ class Trainer:
                     train_model, train_loader, optimizer, state, first_step=step, lr_fn=lr_fn,
                     label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip, progress=cfg.progress,
                     desc=f"epoch {epoch + 1}" + ("" if budget_s else f"/{cfg.epochs}"), after_step=after_step,
-                    stop=stop_now, precision=cfg.precision)
+                    stop=stop_now, precision=cfg.precision,
+                    any_rank=(lambda flag: bool(dist.any(int(flag)))) if dist.enabled else None)
                 step += state.batch - done_before
                 if signalled and not state.complete:
                     if main:
