@@ -52,6 +52,25 @@ class RunResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class _Setup:
+    """What a run trains with, built by `Trainer._setup` before the first epoch."""
+
+    splits: Any
+    mean: list[float]
+    std: list[float]
+    model_args: dict[str, Any]
+    model: nn.Module  # the trained weights
+    eval_model: nn.Module  # what is evaluated and saved (the model itself, or the copy holding its average)
+    train_model: nn.Module  # the model as stepped: DDP-wrapped and/or compiled
+    optimizer: torch.optim.Optimizer
+    plateau: Any
+    average: WeightAverage | None
+    train_loader: BatchLoader
+    val_loader: BatchLoader | None
+    started: float  # perf_counter before the data was read
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -146,8 +165,9 @@ class Trainer:
         finally:
             self.dist.close()
 
-    def _fit(self, device: torch.device) -> RunResult:
-        cfg, dist, main = self.cfg, self.dist, self.dist.main
+    def _setup(self, device: torch.device) -> _Setup:
+        """Data, model (pretrained weights, data-set stem), optimizer, weight average and loaders."""
+        cfg, dist = self.cfg, self.dist
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed, cfg.deterministic)
@@ -173,7 +193,6 @@ class Trainer:
         if cfg.pretrained and self.resume is None:
             skipped = load_weights(model, read_state_dict(cfg.pretrained, cfg.model), where=cfg.pretrained)
             log.info("weights from %s%s", cfg.pretrained, f" (new classifier: {', '.join(skipped)})" if skipped else "")
-        head = head_of(model) + "."
         if cfg.freeze != "none" and dist.enabled:
             raise CifarlabError("freeze is not supported under torchrun yet (DDP needs a fixed set of trained layers)")
         if hasattr(model, "init_from_data"):  # e.g. the fast nets' patch-whitening stem
@@ -184,13 +203,10 @@ class Trainer:
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(model, cfg)
-        plateau = make_plateau(cfg)
         average = WeightAverage(model, cfg.ema_decay, cfg.ema_every, cfg.lookahead) if cfg.ema_decay > 0 else None
         # What is evaluated and saved: the live model, or a copy that receives the weight average.
         eval_model = copy.deepcopy(model) if average is not None else model
         train_model = wrap_model(model, dist, device, cfg.sync_bn)
-        train_model = torch.compile(train_model) if cfg.compile else train_model
-
         train_loader = BatchLoader(splits.train, cfg.batch_size, mean=mean, std=std, shuffle=True, drop_last=False,
                                    pipeline=pipeline, seed=cfg.seed, device=device, channels_last=cfg.channels_last,
                                    resize_schedule=cfg.resize_schedule, shard=(dist.rank, dist.world),
@@ -198,6 +214,21 @@ class Trainer:
         val_loader = (BatchLoader(splits.val, cfg.eval_batch_size, mean=mean, std=std, device=device,
                                   channels_last=cfg.channels_last, resize=cfg.resize, interpolation=cfg.interpolation)
                       if splits.val is not None else None)
+        return _Setup(
+            splits=splits, mean=mean, std=std, model_args=model_args, model=model, eval_model=eval_model,
+            train_model=torch.compile(train_model) if cfg.compile else train_model,
+            optimizer=optimizer, plateau=make_plateau(cfg), average=average,
+            train_loader=train_loader, val_loader=val_loader, started=t0)
+
+    def _fit(self, device: torch.device) -> RunResult:
+        cfg, dist, main = self.cfg, self.dist, self.dist.main
+        su = self._setup(device)
+        splits, mean, std, model_args, model = su.splits, su.mean, su.std, su.model_args, su.model
+        eval_model, train_model, optimizer, plateau, average = (su.eval_model, su.train_model, su.optimizer,
+                                                                su.plateau, su.average)
+        train_loader, val_loader, t0 = su.train_loader, su.val_loader, su.started
+        num_classes = len(splits.classes)
+        head = head_of(model) + "."
         steps_per_epoch = len(train_loader)
 
         # Only rank 0 writes; the others learn its run directory's name.
