@@ -14,6 +14,8 @@ from cifarlab.data.augment import (
     cutout,
     flip_lr,
     hsv_to_rgb,
+    op_random_resized_crop,
+    resized_crop,
     rgb_to_hsv,
     rotate,
     shift,
@@ -129,3 +131,49 @@ def test_pipeline_is_deterministic_per_generator_and_validates():
         Pipeline([{"name": "crop", "pad": 4}])
     with pytest.raises(CifarlabError, match="must be one of"):
         Pipeline([{"name": "crop", "mode": "wrap"}])
+
+
+def test_resized_crop_is_pil_crop_then_bilinear_resize():
+    import numpy as np
+    from PIL import Image
+
+    g = np.random.default_rng(0)
+    img = g.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].double() / 255
+    for top, left, h, w in [(0, 0, 32, 32), (5, 3, 16, 16), (0, 10, 20, 12), (20, 1, 11, 30)]:
+        ours = resized_crop(x, *(torch.tensor([v]) for v in (top, left, h, w)))[0] * 255
+        pil = Image.fromarray(img).crop((left, top, left + w, top + h)).resize((32, 32), Image.BILINEAR)
+        ref = torch.from_numpy(np.asarray(pil)).permute(2, 0, 1).double()
+        err = (ours.round() - ref).abs()
+        assert err.max() <= 1 and err.mean() < 0.4, (top, left, h, w)  # PIL rounds to 8 bits between passes
+    assert torch.allclose(resized_crop(x, *(torch.tensor([v]) for v in (0, 0, 32, 32))), x, atol=1e-6)
+
+
+def test_random_resized_crop_boxes_follow_scale_and_ratio():
+    import cifarlab.data.augment as aug
+
+    seen = []
+
+    def spy(x, top, left, h, w):
+        seen.append((top, left, h, w))
+        return x
+
+    original, aug.resized_crop = aug.resized_crop, spy
+    try:
+        x = torch.zeros(4000, 3, 32, 32)
+        op_random_resized_crop(x, Context(torch.Generator().manual_seed(0)), scale_min=0.25, scale_max=0.5)
+        op_random_resized_crop(x, Context(torch.Generator().manual_seed(0)), scale_min=1.0, scale_max=1.0,
+                               ratio_min=1.0, ratio_max=1.0)
+    finally:
+        aug.resized_crop = original
+    (top, left, h, w), (t1, l1, h1, w1) = seen
+    area = h * w / 1024
+    assert 0.23 <= area.min() and area.max() <= 0.52  # 0.25-0.5 up to rounding of each side
+    ratio = w / h
+    assert 0.7 <= ratio.min() and ratio.max() <= 1.4 and ratio.min() < 0.8 and ratio.max() > 1.25
+    assert (top >= 0).all() and (top + h <= 32).all() and (left >= 0).all() and (left + w <= 32).all()
+    assert top.max() > 10 and left.max() > 10  # boxes spread over the image
+    assert (h1 == 32).all() and (w1 == 32).all() and (t1 == 0).all() and (l1 == 0).all()  # the whole image
+    y = Pipeline([{"name": "random_resized_crop", "scale_min": 0.5}])(torch.rand(6, 3, 32, 32),
+                                                                        Context(torch.Generator().manual_seed(0)))
+    assert y.shape == (6, 3, 32, 32)

@@ -132,6 +132,26 @@ def cutout(x: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, size: int) -> to
     return x.masked_fill(mask, 0.0)
 
 
+def resized_crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: torch.Tensor,
+                 width: torch.Tensor) -> torch.Tensor:
+    """Cut the box (top, left, height, width) out of each image and resize it bilinearly to the image's size
+    (pixel centres as PIL and torchvision place them)."""
+    n, _, h, w = x.shape
+    f = lambda t: t.to(x.device, torch.float32)  # noqa: E731
+    theta = torch.zeros(n, 2, 3, device=x.device)
+    theta[:, 0, 0] = f(width) / w
+    theta[:, 0, 2] = (2 * f(left) + f(width)) / w - 1
+    theta[:, 1, 1] = f(height) / h
+    theta[:, 1, 2] = (2 * f(top) + f(height)) / h - 1
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # Samples stay between the box's first and last pixel centres: the crop's edge repeats, as when the
+    # crop is cut out first and then resized (it never blends in the pixels just outside the box).
+    lo = torch.stack([(2 * f(left) + 1) / w - 1, (2 * f(top) + 1) / h - 1], 1)[:, None, None, :]
+    hi = torch.stack([(2 * (f(left) + f(width)) - 1) / w - 1, (2 * (f(top) + f(height)) - 1) / h - 1], 1)
+    grid = torch.maximum(torch.minimum(grid, hi[:, None, None, :]), lo)
+    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Recipe-level ops: each draws its randomness and calls a pure op
 # --------------------------------------------------------------------------------------------------------
@@ -213,6 +233,28 @@ def op_cutout(x, ctx, size: int = 8, p: float = 1.0):
     return _apply_with_p(ctx, x, cutout(x, _randint(ctx, n, 0, h - 1), _randint(ctx, n, 0, w - 1), size), p)
 
 
+def op_random_resized_crop(x, ctx, scale_min: float = 0.08, scale_max: float = 1.0, ratio_min: float = 3 / 4,
+                           ratio_max: float = 4 / 3):
+    """torchvision RandomResizedCrop at the image's own size: a box of area fraction uniform in [scale_min,
+    scale_max] and aspect ratio log-uniform in [ratio_min, ratio_max] (10 tries; else the whole image), resized
+    back bilinearly. Resizing to a larger training size is the loader's `resize`, applied after."""
+    n, _, h, w = x.shape
+    tries = 10
+    area = h * w * (torch.rand(n, tries, generator=ctx.generator) * (scale_max - scale_min) + scale_min)
+    log_r = torch.rand(n, tries, generator=ctx.generator) * (math.log(ratio_max) - math.log(ratio_min))
+    ratio = torch.exp(log_r + math.log(ratio_min))
+    cw = torch.sqrt(area * ratio).round()
+    ch = torch.sqrt(area / ratio).round()
+    ok = (cw >= 1) & (cw <= w) & (ch >= 1) & (ch <= h)
+    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((n,), -1))
+    pick = first.clamp(min=0)[:, None]
+    cw = torch.where(first >= 0, cw.gather(1, pick)[:, 0], torch.full((n,), float(w)))
+    ch = torch.where(first >= 0, ch.gather(1, pick)[:, 0], torch.full((n,), float(h)))
+    top = (torch.rand(n, generator=ctx.generator) * (h - ch + 1)).floor()
+    left = (torch.rand(n, generator=ctx.generator) * (w - cw + 1)).floor()
+    return resized_crop(x, top, left, ch, cw)
+
+
 OPS: dict[str, Callable] = {
     "crop": op_crop,
     "translate": op_translate,
@@ -221,6 +263,7 @@ OPS: dict[str, Callable] = {
     "rotate": op_rotate,
     "color_jitter": op_color_jitter,
     "cutout": op_cutout,
+    "random_resized_crop": op_random_resized_crop,
 }
 
 _MODES = {"mode": ("zero", "reflect"), "interpolation": ("nearest", "bilinear")}
