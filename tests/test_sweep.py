@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -98,6 +99,16 @@ def small_data(tmp_path_factory):
     return root
 
 
+def test_trial_reports_off_skips_each_trials_plots(small_data, tmp_path):
+    f = write_sweep(tmp_path / "s.yaml", name="quiet", sampler="grid", space={"lr": [0.05]}, trial_reports=False)
+    assert main(["sweep", "run", str(f), "--out", str(tmp_path / "sw"), "--data", str(small_data), "--epochs", "1"]) == 0
+    run_dir = Path(load_study(tmp_path / "sw").trials[0].user_attrs["run_dir"])
+    assert (run_dir / "best.pt").is_file() and (run_dir / "summary.json").is_file()
+    assert not (run_dir / "report.html").exists() and not list(run_dir.glob("*.png"))
+    with pytest.raises(CifarlabError, match="trial_reports must be true or false"):
+        parse_sweep({**BASE, "space": {"lr": [0.05]}, "trial_reports": "no thanks"})
+
+
 def test_four_trial_sweep_then_show(small_data, tmp_path, capsys):
     f = write_sweep(tmp_path / "s.yaml", name="four", sampler="grid",
                     space={"optimizer": ["sgd", "adam"], "lr": [0.05, 0.002]})
@@ -110,6 +121,7 @@ def test_four_trial_sweep_then_show(small_data, tmp_path, capsys):
         ("adam", 0.002), ("adam", 0.05), ("sgd", 0.002), ("sgd", 0.05)]
     for t in complete:  # each trial is an ordinary run directory with the epochs it reported
         assert os.path.isfile(os.path.join(t.user_attrs["run_dir"], "best.pt"))
+        assert os.path.isfile(os.path.join(t.user_attrs["run_dir"], "report.html"))  # trial_reports: true
         assert sorted(t.intermediate_values) == [1, 2]
         assert t.value == max(t.intermediate_values.values())
     capsys.readouterr()

@@ -34,7 +34,7 @@ SAMPLERS = ("grid", "random", "tpe")
 PRUNERS = ("none", "median", "successive_halving", "hyperband")
 METRICS = ("val_top1", "val_top2", "val_top3", "val_loss", "train_top1", "train_loss")
 _KEYS = ("name", "recipe", "overrides", "metric", "direction", "trials", "timeout_minutes", "sampler", "pruner",
-         "space", "enqueue", "heartbeat_seconds", "max_retry")
+         "space", "enqueue", "heartbeat_seconds", "max_retry", "trial_reports")
 
 
 @dataclass
@@ -89,6 +89,7 @@ class SweepSpec:
     enqueue: list[dict[str, Any]] = field(default_factory=list)  # points tried first (e.g. the recipe's own values)
     heartbeat_seconds: int = 60  # a worker silent for 2x this long has died; its trial is failed and re-queued
     max_retry: int = 2  # how often one trial is re-queued after its worker died
+    trial_reports: bool = True  # each trial's plots and report.html (about 1.5 s a trial; off for very short ones)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -184,7 +185,9 @@ def parse_sweep(raw: Any, name: str = "sweep") -> SweepSpec:
                                                                             "sampler"),
         pruner=_named(raw.get("pruner", "none"), PRUNERS, "pruner"),
         heartbeat_seconds=int(raw.get("heartbeat_seconds", 60)), max_retry=int(raw.get("max_retry", 2)),
-        enqueue=list(raw.get("enqueue") or []))
+        enqueue=list(raw.get("enqueue") or []), trial_reports=raw.get("trial_reports", True))
+    if not isinstance(spec.trial_reports, bool):
+        raise CifarlabError(f"sweep: trial_reports must be true or false, not {spec.trial_reports!r}")
     for point in spec.enqueue:
         if not isinstance(point, dict) or set(point) - set(spec.space):
             raise CifarlabError(f"sweep: enqueue entries map searched keys to values; got {point!r}")

@@ -172,7 +172,7 @@ def run_sweep(path: str | Path, *, trials: int | None = None, storage: str | Non
         cfg.setdefault("progress", False)
         trial.set_user_attr("config", cfg)  # what `sweep show` turns into the best recipe
         try:
-            train(spec.recipe, out=str(run_dir), on_epoch=on_epoch, **cfg)
+            train(spec.recipe, out=str(run_dir), on_epoch=on_epoch, report=spec.trial_reports, **cfg)
         except optuna.TrialPruned:
             log.info("trial %d pruned after %d epochs (%s %.4f)", trial.number, len(values), spec.metric, values[-1])
             raise
