@@ -169,3 +169,31 @@ def test_torchrun_divergence_ends_every_rank_with_one_line(tmp_path):
     assert proc.returncode != 0
     assert "cifarlab: error: training diverged at step" in proc.stderr, proc.stderr[-3000:]
     assert "cifarlab/train" not in proc.stderr  # no traceback through the trainer (torchrun prints its own)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
+    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun is installed with torch")
+def test_torchrun_time_budget_ends_every_rank_on_time_with_one_schedule(tmp_path):
+    make_cifar10_python(tmp_path / "data", per_batch=40, test=20)
+    run = tmp_path / "run"
+    budget_s = 6.0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cifarlab",
+           "train", "--recipe", "seed001_small", "--data", str(tmp_path / "data"), "--epochs", "2",
+           "--batch-size", "32", "--val-split", "0.2", "--out", str(run), "--progress", "false", "--no-report",
+           "--device", "cpu", "--schedule", "cosine", "--lr", "0.1", "--min-lr", "0.001",
+           "--time-budget", str(budget_s / 60)]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    elapsed = time.perf_counter() - t
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if r["type"] == "step"]
+    assert len(steps) > 10 and [r["step"] for r in steps] == list(range(len(steps)))  # the planned 2 epochs = 10
+    lrs = [r["lr"] for r in steps]
+    assert lrs[0] > 0.09 and lrs[-1] == pytest.approx(0.001, rel=0.1, abs=2e-3)
+    assert all(a >= b - 1e-12 for a, b in zip(lrs, lrs[1:], strict=False))
+    assert elapsed < budget_s + 60  # two interpreters' start-up, the group's rendezvous and evaluation on top
+    single = cifarlab.evaluate(run / "best.pt", out=tmp_path / "eval", device="cpu")
+    best = max(r["val_top1"] for r in rows if r["type"] == "epoch")
+    assert single["top1"] == pytest.approx(best, abs=1e-9)

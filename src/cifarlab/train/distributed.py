@@ -49,6 +49,14 @@ class DistContext:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return int(t.item())
 
+    def max(self, value: float) -> float:
+        """The largest of every rank's `value` (e.g. elapsed seconds, so that every rank reads one clock)."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=_collective_device())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t.item())
+
     def sum(self, values: list[float]) -> list[float]:
         if not self.enabled:
             return values

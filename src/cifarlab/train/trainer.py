@@ -262,11 +262,19 @@ class Trainer:
         budget_s = cfg.time_budget * 60
         total_steps = cfg.epochs * steps_per_epoch
 
+        clock: dict[int, float] = {}  # distributed: the step whose agreed elapsed time was last read, and it
+
         def progress_step(s: int) -> float:
             # With a time budget the schedules see the elapsed fraction of it, mapped onto the planned steps.
             if not budget_s:
                 return s
-            return min(1.0, (time.perf_counter() - train_start) / budget_s) * total_steps
+            elapsed = time.perf_counter() - train_start
+            if dist.enabled:  # every rank must set the same LR and EMA ramp: all read one (the largest) clock
+                if s not in clock:
+                    clock.clear()
+                    clock[s] = dist.max(elapsed)
+                elapsed = clock[s]
+            return min(1.0, elapsed / budget_s) * total_steps
 
         # lr given for a reference batch size scales linearly to the one used (the decay term is lr * wd,
         # so weight decay scales with it and stays decoupled from the batch size in wd's units)
