@@ -125,6 +125,9 @@ def tta_mode(tta: str | bool) -> str:
     return mode
 
 
+TTA_VIEWS = {"none": 0, "flip": 2, "flip_translate": 6}  # forward passes per image of a final TTA evaluation
+
+
 def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
     """Average logits over views: "flip" adds the mirror image; "flip_translate" also averages (with half the
     weight) the images shifted one pixel up-left and down-right, each with its mirror."""

@@ -38,7 +38,7 @@ from ..models.weights import head_of, load_weights, read_state_dict
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistContext, init_distributed, wrap_model
 from .ema import WeightAverage
-from .engine import EpochState, evaluate_model, train_one_epoch
+from .engine import TTA_VIEWS, EpochState, evaluate_model, train_one_epoch
 from .optim import make_optimizer
 from .schedules import lr_at, make_plateau
 
@@ -263,6 +263,13 @@ class Trainer:
         total_steps = cfg.epochs * steps_per_epoch
 
         clock: dict[int, float] = {}  # distributed: the step whose agreed elapsed time was last read, and it
+        # Seconds of the budget kept for the evaluation after the last epoch (and its test-time augmentation):
+        # training anneals fully by budget - reserve, so the run still ends on time. Grows with each epoch's
+        # measured evaluation; never more than half the budget.
+        reserve = 0.0
+
+        def train_budget() -> float:
+            return budget_s - min(reserve, budget_s / 2)
 
         def progress_step(s: int) -> float:
             # With a time budget the schedules see the elapsed fraction of it, mapped onto the planned steps.
@@ -274,7 +281,7 @@ class Trainer:
                     clock.clear()
                     clock[s] = dist.max(elapsed)
                 elapsed = clock[s]
-            return min(1.0, elapsed / budget_s) * total_steps
+            return min(1.0, elapsed / train_budget()) * total_steps
 
         # lr given for a reference batch size scales linearly to the one used (the decay term is lr * wd,
         # so weight decay scales with it and stays decoupled from the batch size in wd's units)
@@ -285,7 +292,7 @@ class Trainer:
             return lr_at(cfg, progress_step(s), steps_per_epoch) * plateau_scale * batch_scale
 
         def past_budget() -> bool:  # this process's clock; `dist.any` makes every rank agree
-            return bool(budget_s) and time.perf_counter() - train_start >= budget_s
+            return bool(budget_s) and time.perf_counter() - train_start >= train_budget()
 
         def out_of_time() -> bool:
             return bool(dist.any(int(past_budget())))
@@ -372,12 +379,16 @@ class Trainer:
                                  images=int(seen))
                 row = {"type": "epoch", "epoch": epoch + 1, **stats, "lr": step_logs[-1]["lr"] if step_logs else 0.0}
                 if val_loader is not None and main:  # rank 0 evaluates the weights it saves; the others wait
+                    eval_start = time.perf_counter()
                     ev = evaluate_model(evaluated(), val_loader, num_classes, precision=cfg.precision,
                                         return_outputs=self.reporter is not None)
                     row.update({f"val_{k}": ev[k] for k in ("loss", "top1", "top2", "top3")})
+                    row["eval_time"] = time.perf_counter() - eval_start
                     last_eval = ev
                 row["elapsed"] = time.perf_counter() - train_start
                 row = dist.broadcast(row)  # every rank takes the same best/plateau/early-stop decisions
+                if budget_s:
+                    reserve = max(reserve, row.get("eval_time", 0.0) * (1 + TTA_VIEWS[cfg.tta]))
                 history.append(row)
                 if tb is not None:
                     _log_tensorboard(tb, row, step_logs)
