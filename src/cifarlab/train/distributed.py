@@ -41,28 +41,21 @@ class DistContext:
     def enabled(self) -> bool:
         return self.world > 1
 
+    def _all_reduce(self, values: list, op, dtype: torch.dtype) -> list:
+        t = torch.tensor(values, dtype=dtype, device=_collective_device())
+        dist.all_reduce(t, op=op)
+        return t.tolist()
+
     def any(self, flag: int) -> int:
         """The largest of every rank's `flag` (0 = carry on): a stop seen by one rank stops all of them."""
-        if not self.enabled:
-            return flag
-        t = torch.tensor([flag], dtype=torch.int64, device=_collective_device())
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return int(t.item())
+        return self._all_reduce([flag], dist.ReduceOp.MAX, torch.int64)[0] if self.enabled else flag
 
     def max(self, value: float) -> float:
         """The largest of every rank's `value` (e.g. elapsed seconds, so that every rank reads one clock)."""
-        if not self.enabled:
-            return value
-        t = torch.tensor([value], dtype=torch.float64, device=_collective_device())
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return float(t.item())
+        return self._all_reduce([value], dist.ReduceOp.MAX, torch.float64)[0] if self.enabled else value
 
     def sum(self, values: list[float]) -> list[float]:
-        if not self.enabled:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
-        dist.all_reduce(t)
-        return t.tolist()
+        return self._all_reduce(values, dist.ReduceOp.SUM, torch.float64) if self.enabled else values
 
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's `obj` on every rank."""
