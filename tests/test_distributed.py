@@ -197,3 +197,43 @@ def test_torchrun_time_budget_ends_every_rank_on_time_with_one_schedule(tmp_path
     single = cifarlab.evaluate(run / "best.pt", out=tmp_path / "eval", device="cpu")
     best = max(r["val_top1"] for r in rows if r["type"] == "epoch")
     assert single["top1"] == pytest.approx(best, abs=1e-9)
+
+
+def _torchrun(tmp_path, *args, epochs=2):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cifarlab",
+           "train", "--data", str(tmp_path / "data"), "--epochs", str(epochs), "--batch-size", "32",
+           "--val-split", "0.2", "--progress", "false", "--no-report", "--device", "cpu", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
+    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun is installed with torch")
+def test_torchrun_fast_recipe_runs_past_the_epoch_its_stem_bias_freezes(tmp_path):
+    # fast94 stops training the whitening stem's bias after 3 epochs; DDP, built for the old set of trained
+    # parameters, then waited for a gradient that never came ("Expected to have finished reduction...")
+    make_cifar10_python(tmp_path / "data", per_batch=40, test=20)
+    _torchrun(tmp_path, "--recipe", "fast94", "--out", str(tmp_path / "run"), epochs=5)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if r["type"] == "epoch"] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
+    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun is installed with torch")
+def test_torchrun_freeze_backbone_then_unfreeze(tmp_path):
+    from cifarlab.models import create_model
+
+    make_cifar10_python(tmp_path / "data", per_batch=40, test=20)
+    torch.manual_seed(1)
+    start = create_model("resnet_small").state_dict()
+    torch.save(start, tmp_path / "w.pth")
+    common = ["--model", "resnet_small", "--pretrained", str(tmp_path / "w.pth"), "--freeze", "backbone"]
+    _torchrun(tmp_path, *common, "--out", str(tmp_path / "frozen"), epochs=2)
+    _torchrun(tmp_path, *common, "--unfreeze-epoch", "1", "--out", str(tmp_path / "thawed"), epochs=2)
+    frozen = torch.load(tmp_path / "frozen" / "last.pt", weights_only=True, map_location="cpu")["state_dict"]
+    thawed = torch.load(tmp_path / "thawed" / "last.pt", weights_only=True, map_location="cpu")["state_dict"]
+    assert torch.equal(frozen["conv1.weight"], start["conv1.weight"])  # the backbone stayed as loaded
+    assert not torch.equal(frozen["linear.weight"], start["linear.weight"])  # the classifier learned
+    assert not torch.equal(thawed["conv1.weight"], start["conv1.weight"])  # epoch 2 trained everything

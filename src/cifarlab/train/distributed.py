@@ -120,5 +120,11 @@ def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device, sync_bn
             raise CifarlabError("sync_bn needs CUDA GPUs: SyncBatchNorm does not run on CPU (gloo); "
                                 "leave sync_bn off for CPU training")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return rewrap_model(model, device)
+
+
+def rewrap_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """A new DDP around `model` (already converted for sync_bn): DDP reduces the gradients of the parameters
+    that required them when it was built, so freezing or unfreezing layers mid-run needs a new one."""
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)

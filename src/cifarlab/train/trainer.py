@@ -36,7 +36,7 @@ from ..errors import CifarlabError, Interrupted
 from ..models import count_params, create_model, list_models, summarize
 from ..models.weights import head_of, load_weights, read_state_dict
 from .checkpoint import load_checkpoint, save_checkpoint
-from .distributed import DistContext, init_distributed, wrap_model
+from .distributed import DistContext, init_distributed, rewrap_model, wrap_model
 from .ema import WeightAverage
 from .engine import TTA_VIEWS, EpochState, evaluate_model, train_one_epoch
 from .optim import make_optimizer
@@ -193,8 +193,6 @@ class Trainer:
         if cfg.pretrained and self.resume is None:
             skipped = load_weights(model, read_state_dict(cfg.pretrained, cfg.model), where=cfg.pretrained)
             log.info("weights from %s%s", cfg.pretrained, f" (new classifier: {', '.join(skipped)})" if skipped else "")
-        if cfg.freeze != "none" and dist.enabled:
-            raise CifarlabError("freeze is not supported under torchrun yet (DDP needs a fixed set of trained layers)")
         if hasattr(model, "init_from_data"):  # e.g. the fast nets' patch-whitening stem
             # A seeded random subset: sources are often sorted by class (the JPEG tarball is).
             pick = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
@@ -229,6 +227,7 @@ class Trainer:
         train_loader, val_loader, t0 = su.train_loader, su.val_loader, su.started
         num_classes = len(splits.classes)
         head = head_of(model) + "."
+        wrapped_for = tuple(p.requires_grad for p in model.parameters())  # the parameters DDP was built for
         steps_per_epoch = len(train_loader)
 
         # Only rank 0 writes; the others learn its run directory's name.
@@ -359,6 +358,11 @@ class Trainer:
                         param.requires_grad_(name.startswith(head) or not frozen)
                 if cfg.stem_bias_epochs and epoch >= cfg.stem_bias_epochs and hasattr(model, "whiten"):
                     model.whiten.bias.requires_grad_(False)  # the stem's bias has settled; stop paying for it
+                trainable = tuple(p.requires_grad for p in model.parameters())
+                if dist.enabled and trainable != wrapped_for:  # DDP reduces the gradients of a fixed set: renew it
+                    train_model = rewrap_model(model, device)
+                    train_model = torch.compile(train_model) if cfg.compile else train_model
+                    wrapped_for = trainable
                 state = partial if partial is not None and partial.epoch == epoch else EpochState(epoch)
                 done_before = state.batch
                 state = train_one_epoch(
