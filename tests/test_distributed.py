@@ -70,14 +70,14 @@ def test_a_rank_stops_when_another_rank_diverges_before_touching_its_weights():
         train_one_epoch(model, loader, opt, EpochState(0), first_step=0, lr_fn=lambda s: 0.1, progress=False,
                         any_rank=other_rank_diverges_at_step_2)
     assert asked == [False, False, False]  # this rank's own losses were finite; it asked every step
-    moved = [not torch.equal(a, b) for a, b in zip(before, model.parameters())]
+    moved = [not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)]
     assert all(moved)  # steps 0 and 1 were taken; step 2 stopped before its backward (checked next)
     snapshot = [p.detach().clone() for p in model.parameters()]
     asked.clear()
     with pytest.raises(Diverged):
         train_one_epoch(model, loader, opt, EpochState(0), first_step=0, lr_fn=lambda s: 0.1, progress=False,
                         any_rank=lambda flag: True)
-    assert all(torch.equal(a, b) for a, b in zip(snapshot, model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(snapshot, model.parameters(), strict=True))
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
@@ -199,13 +199,14 @@ def test_torchrun_time_budget_ends_every_rank_on_time_with_one_schedule(tmp_path
     assert single["top1"] == pytest.approx(best, abs=1e-9)
 
 
-def _torchrun(tmp_path, *args, epochs=2):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cifarlab",
-           "train", "--data", str(tmp_path / "data"), "--epochs", str(epochs), "--batch-size", "32",
+def _torchrun(tmp_path, *args, epochs=2, nproc=2, ok=True):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
+           "cifarlab", "train", "--data", str(tmp_path / "data"), "--epochs", str(epochs), "--batch-size", "32",
            "--val-split", "0.2", "--progress", "false", "--no-report", "--device", "cpu", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=240,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    if ok:
+        assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
 
@@ -237,3 +238,15 @@ def test_torchrun_freeze_backbone_then_unfreeze(tmp_path):
     assert torch.equal(frozen["conv1.weight"], start["conv1.weight"])  # the backbone stayed as loaded
     assert not torch.equal(frozen["linear.weight"], start["linear.weight"])  # the classifier learned
     assert not torch.equal(thawed["conv1.weight"], start["conv1.weight"])  # epoch 2 trained everything
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
+    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun is installed with torch")
+def test_torchrun_with_one_process_still_trains_through_ddp(tmp_path):
+    make_cifar10_python(tmp_path / "data", per_batch=40, test=20)
+    proc = _torchrun(tmp_path, "--recipe", "seed001_small", "--out", str(tmp_path / "one"), nproc=1, epochs=1)
+    assert "distributed: 1 processes (gloo backend)" in proc.stderr
+    # the model is wrapped (and converted for sync_bn) as with more ranks: on CPU that conversion is refused
+    refused = _torchrun(tmp_path, "--recipe", "seed001_small", "--out", str(tmp_path / "bn"), "--sync-bn", "true",
+                        nproc=1, epochs=1, ok=False)
+    assert refused.returncode != 0 and "SyncBatchNorm does not run on CPU" in refused.stderr

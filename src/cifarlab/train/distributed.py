@@ -32,6 +32,7 @@ class DistContext:
     world: int = 1
     local_rank: int = 0
     initialized_here: bool = False  # this process group was created by us and is ours to destroy
+    grouped: bool = False  # this process joined a process group (torchrun), even as its only rank
 
     @property
     def main(self) -> bool:
@@ -39,7 +40,8 @@ class DistContext:
 
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        """Train through DDP and agree by collectives: under torchrun, however many ranks it started."""
+        return self.grouped or self.world > 1
 
     def _all_reduce(self, values: list, op, dtype: torch.dtype) -> list:
         t = torch.tensor(values, dtype=dtype, device=_collective_device())
@@ -104,7 +106,7 @@ def init_distributed(device: torch.device, timeout_minutes: float = 30.0) -> tup
         except (RuntimeError, ValueError) as exc:
             raise CifarlabError(f"could not join the process group ({backend}): {exc}") from None
         created = True
-    ctx = DistContext(dist.get_rank(), dist.get_world_size(), local_rank, created)
+    ctx = DistContext(dist.get_rank(), dist.get_world_size(), local_rank, created, grouped=True)
     if not ctx.main:
         log.setLevel(logging.WARNING)  # one rank speaks for the run
     log.info("distributed: %d processes (%s backend)", ctx.world, dist.get_backend())
