@@ -62,10 +62,10 @@ def _pil_op(img: Image.Image, spec: dict) -> Image.Image:
     """One augmentation of a recipe's list done the torchvision way, on one PIL image."""
     name = spec["name"]
     if name == "crop":
-        pad = spec.get("padding", 4)
+        pad, (w, h) = spec.get("padding", 4), img.size
         img = ImageOps.expand(img, border=pad, fill=0)
         x, y = random.randint(0, 2 * pad), random.randint(0, 2 * pad)
-        return img.crop((x, y, x + 32, y + 32))
+        return img.crop((x, y, x + w, y + h))
     if name == "flip":
         return img.transpose(Image.FLIP_LEFT_RIGHT) if random.random() < spec.get("p", 0.5) else img
     if name == "rotate":

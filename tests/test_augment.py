@@ -149,7 +149,7 @@ def test_resized_crop_is_pil_crop_then_bilinear_resize():
     assert torch.allclose(resized_crop(x, *(torch.tensor([v]) for v in (0, 0, 32, 32))), x, atol=1e-6)
 
 
-def test_random_resized_crop_boxes_follow_scale_and_ratio():
+def test_random_resized_crop_boxes_follow_scale_and_ratio(monkeypatch):
     import cifarlab.data.augment as aug
 
     seen = []
@@ -158,14 +158,12 @@ def test_random_resized_crop_boxes_follow_scale_and_ratio():
         seen.append((top, left, h, w))
         return x
 
-    original, aug.resized_crop = aug.resized_crop, spy
-    try:
-        x = torch.zeros(4000, 3, 32, 32)
-        op_random_resized_crop(x, Context(torch.Generator().manual_seed(0)), scale_min=0.25, scale_max=0.5)
-        op_random_resized_crop(x, Context(torch.Generator().manual_seed(0)), scale_min=1.0, scale_max=1.0,
-                               ratio_min=1.0, ratio_max=1.0)
-    finally:
-        aug.resized_crop = original
+    monkeypatch.setattr(aug, "resized_crop", spy)
+    x = torch.zeros(4000, 3, 32, 32)
+    op_random_resized_crop(x, Context(torch.Generator().manual_seed(0)), scale_min=0.25, scale_max=0.5)
+    op_random_resized_crop(x, Context(torch.Generator().manual_seed(0)), scale_min=1.0, scale_max=1.0,
+                           ratio_min=1.0, ratio_max=1.0)
+    monkeypatch.undo()
     (top, left, h, w), (t1, l1, h1, w1) = seen
     area = h * w / 1024
     assert 0.23 <= area.min() and area.max() <= 0.52  # 0.25-0.5 up to rounding of each side

@@ -101,7 +101,8 @@ def small_data(tmp_path_factory):
 
 def test_trial_reports_off_skips_each_trials_plots(small_data, tmp_path):
     f = write_sweep(tmp_path / "s.yaml", name="quiet", sampler="grid", space={"lr": [0.05]}, trial_reports=False)
-    assert main(["sweep", "run", str(f), "--out", str(tmp_path / "sw"), "--data", str(small_data), "--epochs", "1"]) == 0
+    code = main(["sweep", "run", str(f), "--out", str(tmp_path / "sw"), "--data", str(small_data), "--epochs", "1"])
+    assert code == 0
     run_dir = Path(load_study(tmp_path / "sw").trials[0].user_attrs["run_dir"])
     assert (run_dir / "best.pt").is_file() and (run_dir / "summary.json").is_file()
     assert not (run_dir / "report.html").exists() and not list(run_dir.glob("*.png"))

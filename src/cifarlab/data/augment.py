@@ -137,18 +137,18 @@ def resized_crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height:
     """Cut the box (top, left, height, width) out of each image and resize it bilinearly to the image's size
     (pixel centres as PIL and torchvision place them)."""
     n, _, h, w = x.shape
-    f = lambda t: t.to(x.device, torch.float32)  # noqa: E731
+    top, left, height, width = (t.to(x.device, torch.float32) for t in (top, left, height, width))
     theta = torch.zeros(n, 2, 3, device=x.device)
-    theta[:, 0, 0] = f(width) / w
-    theta[:, 0, 2] = (2 * f(left) + f(width)) / w - 1
-    theta[:, 1, 1] = f(height) / h
-    theta[:, 1, 2] = (2 * f(top) + f(height)) / h - 1
+    theta[:, 0, 0] = width / w
+    theta[:, 0, 2] = (2 * left + width) / w - 1
+    theta[:, 1, 1] = height / h
+    theta[:, 1, 2] = (2 * top + height) / h - 1
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # Samples stay between the box's first and last pixel centres: the crop's edge repeats, as when the
     # crop is cut out first and then resized (it never blends in the pixels just outside the box).
-    lo = torch.stack([(2 * f(left) + 1) / w - 1, (2 * f(top) + 1) / h - 1], 1)[:, None, None, :]
-    hi = torch.stack([(2 * (f(left) + f(width)) - 1) / w - 1, (2 * (f(top) + f(height)) - 1) / h - 1], 1)
-    grid = torch.maximum(torch.minimum(grid, hi[:, None, None, :]), lo)
+    lo = torch.stack([(2 * left + 1) / w - 1, (2 * top + 1) / h - 1], 1)[:, None, None, :]
+    hi = torch.stack([(2 * (left + width) - 1) / w - 1, (2 * (top + height) - 1) / h - 1], 1)[:, None, None, :]
+    grid = torch.maximum(torch.minimum(grid, hi), lo)
     return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 
 

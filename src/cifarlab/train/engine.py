@@ -88,7 +88,8 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
             loss_value = loss.item()  # one sync per step: a non-finite loss must stop before it reaches the weights
             diverged = not math.isfinite(loss_value)
-            if any_rank(diverged) if any_rank is not None else diverged:  # every rank asks, every step
+            anywhere = any_rank(diverged) if any_rank is not None else diverged  # every rank asks, every step
+            if anywhere:
                 where = f"loss is {loss_value}" if diverged else "another rank's loss is not finite"
                 raise Diverged(f"training diverged at step {step} (epoch {state.epoch + 1}): {where}"
                                "; lower the learning rate (the last good checkpoint is kept)")
