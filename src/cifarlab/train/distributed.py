@@ -11,6 +11,7 @@ have left.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -75,6 +76,9 @@ class DistContext:
 
     def close(self) -> None:
         if self.initialized_here and dist.is_initialized():
+            # DDP wrappers replaced mid-run (freeze/unfreeze, the stem bias) may wait in reference cycles; free
+            # them while the group they use still exists, not at interpreter exit (where gloo can abort)
+            gc.collect()
             dist.destroy_process_group()
 
 
