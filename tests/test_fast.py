@@ -10,6 +10,7 @@ import torch
 
 import cifarlab
 from cifarlab.config import make_config
+from cifarlab.errors import CifarlabError
 from cifarlab.models import count_params, create_model
 from cifarlab.train.ema import WeightAverage
 from cifarlab.train.engine import tta_logits
@@ -24,6 +25,22 @@ def test_fast_family_sizes_and_budget():
     assert count_params(create_model("fast96")) > 5_000_000
     m = create_model("fast94", num_classes=100)
     assert m(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+
+
+def test_fast_widths_and_convs_per_group():
+    m = create_model("fast95", widths=[128, 304, 304], convs=3)
+    assert count_params(m) == 4_839_256 and m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    g = m.groups[2]
+    assert [n for n, _ in g.named_children() if n.startswith("conv")] == ["conv1", "conv2", "conv3"]
+    assert torch.equal(g.conv3.weight[:, :, 1, 1], torch.eye(304))  # every conv starts as the identity
+    # one conv per group, no residual: conv -> pool -> BN -> GELU only
+    assert count_params(create_model("fast94", widths=[8, 8, 8], convs=1)) == 24 * 3 * 4 + 24 + 9 * (24 * 8 + 2 * 64) + 3 * 16 + 80
+    with pytest.raises(CifarlabError, match="'widths' takes three positive integers"):
+        create_model("fast95", widths=[128, 384])
+    with pytest.raises(CifarlabError, match="not 5"):
+        create_model("fast95", widths=5)
+    with pytest.raises(CifarlabError, match="'convs'"):
+        create_model("fast95", convs=0)
 
 
 def test_fast_net_frozen_parts_and_dirac_init():

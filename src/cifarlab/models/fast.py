@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import CifarlabError
 from .registry import register_model
 
 
@@ -27,36 +28,44 @@ class FrozenScaleBN(nn.BatchNorm2d):
 
 
 class ConvGroup(nn.Module):
-    def __init__(self, cin: int, cout: int, residual: bool, bn_momentum: float, block_dropout: float):
+    """conv -> max-pool -> BN -> GELU, then ``convs - 1`` more conv -> BN -> GELU at the pooled size; with
+    ``residual`` the pooled activation is added to the last one."""
+
+    def __init__(self, cin: int, cout: int, residual: bool, bn_momentum: float, block_dropout: float,
+                 convs: int = 2):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
         self.bn1 = FrozenScaleBN(cout, bn_momentum)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.bn2 = FrozenScaleBN(cout, bn_momentum)
+        for i in range(2, convs + 1):
+            self.add_module(f"conv{i}", nn.Conv2d(cout, cout, 3, padding=1, bias=False))
+            self.add_module(f"bn{i}", FrozenScaleBN(cout, bn_momentum))
+        self.convs = convs
         self.residual = residual
         self.dropout = nn.Dropout2d(block_dropout) if block_dropout else nn.Identity()
-        for conv in (self.conv1, self.conv2):
-            w = conv.weight.data
+        for i in range(1, convs + 1):
+            w = getattr(self, f"conv{i}").weight.data
             # identity on the first min(cin, cout) channels; the rest keep PyTorch's default init
             torch.nn.init.dirac_(w[: w.size(1)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.gelu(self.bn1(F.max_pool2d(self.conv1(x), 2)))
-        y = F.gelu(self.bn2(self.conv2(x)))
+        y = x
+        for i in range(2, self.convs + 1):
+            y = F.gelu(getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(y)))
         return self.dropout(x + y if self.residual else y)
 
 
 class FastNet(nn.Module):
     def __init__(self, widths: tuple[int, int, int] = (64, 256, 256), num_classes: int = 10, residual: bool = False,
                  bn_momentum: float = 0.4, head_scale: float = 1 / 9, dropout: float = 0.0,
-                 block_dropout: float = 0.0):
+                 block_dropout: float = 0.0, convs: int = 2):
         super().__init__()
         self.whiten = nn.Conv2d(3, 24, 2, bias=True)  # 2x2x3 = 12 patch directions, each with its negative
         self.whiten.weight.requires_grad_(False)
         cin = 24
         groups = []
         for w in widths:
-            groups.append(ConvGroup(cin, w, residual, bn_momentum, block_dropout))
+            groups.append(ConvGroup(cin, w, residual, bn_momentum, block_dropout, convs))
             cin = w
         self.groups = nn.Sequential(*groups)
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
@@ -82,19 +91,36 @@ class FastNet(nn.Module):
         return self.head(self.dropout(x)) * self.head_scale
 
 
+def _widths(widths) -> tuple[int, int, int]:
+    if not isinstance(widths, (list, tuple)) or len(widths) != 3 or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
+        raise CifarlabError(f"fast models: 'widths' takes three positive integers, not {widths!r}")
+    return tuple(widths)
+
+
+def _convs(convs) -> int:
+    if not isinstance(convs, int) or isinstance(convs, bool) or convs < 1:
+        raise CifarlabError(f"fast models: 'convs' (convolutions per group) must be a positive integer, not {convs!r}")
+    return convs
+
+
 @register_model
-def fast94(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0) -> FastNet:
+def fast94(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0,
+           widths: tuple[int, int, int] = (64, 256, 256), convs: int = 2) -> FastNet:
     """The 94%-class net: widths 64/256/256, about 2M parameters."""
-    return FastNet((64, 256, 256), num_classes, dropout=dropout, block_dropout=block_dropout)
+    return FastNet(_widths(widths), num_classes, dropout=dropout, block_dropout=block_dropout, convs=_convs(convs))
 
 
 @register_model
-def fast95(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0) -> FastNet:
+def fast95(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0,
+           widths: tuple[int, int, int] = (128, 384, 384), convs: int = 2) -> FastNet:
     """The 95%-class net under the 5M budget: residual groups at 128/384/384."""
-    return FastNet((128, 384, 384), num_classes, residual=True, dropout=dropout, block_dropout=block_dropout)
+    return FastNet(_widths(widths), num_classes, residual=True, dropout=dropout, block_dropout=block_dropout,
+                   convs=_convs(convs))
 
 
 @register_model
-def fast96(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0) -> FastNet:
+def fast96(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0,
+           widths: tuple[int, int, int] = (128, 512, 512), convs: int = 2) -> FastNet:
     """The 96%-class net: residual groups at 128/512/512; over the 5M budget."""
-    return FastNet((128, 512, 512), num_classes, residual=True, dropout=dropout, block_dropout=block_dropout)
+    return FastNet(_widths(widths), num_classes, residual=True, dropout=dropout, block_dropout=block_dropout,
+                   convs=_convs(convs))
