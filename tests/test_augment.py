@@ -9,6 +9,8 @@ from cifarlab.data.augment import (
     Context,
     Pipeline,
     adjust_brightness,
+    adjust_contrast,
+    color_jitter,
     adjust_hue,
     adjust_saturation,
     cutout,
@@ -115,6 +117,29 @@ def test_cutout_zeroes_exact_square():
     assert (y == 0).sum() == 3 * 16 and (y[0, :, 3:7, 3:7] == 0).all()
     edge = cutout(x, torch.tensor([0]), torch.tensor([0]), 4)
     assert (edge == 0).sum() == 3 * 4  # clipped at the border
+
+
+def test_color_jitter_applies_each_images_own_order():
+    x = _img(2)
+    b = torch.tensor([1.8, 1.8])
+    c = torch.tensor([0.3, 0.3])
+    got = color_jitter(x, {"brightness": b, "contrast": c}, torch.tensor([[0, 1, 2, 3], [1, 0, 3, 2]]))
+    b_then_c = adjust_contrast(adjust_brightness(x, b), c)
+    c_then_b = adjust_brightness(adjust_contrast(x, c), b)
+    assert not torch.allclose(b_then_c, c_then_b)  # clipping makes the order matter
+    assert torch.allclose(got[0], b_then_c[0]) and torch.allclose(got[1], c_then_b[1])
+
+
+def test_color_jitter_op_draws_a_random_order_per_image_like_torchvision():
+    x = _img(64)
+    spec = {"name": "color_jitter", "brightness": 0.8, "contrast": 0.8}
+    rand = Pipeline([spec])(x, Context(torch.Generator().manual_seed(3)))
+    fixed = Pipeline([{**spec, "order": "fixed"}])(x, Context(torch.Generator().manual_seed(3)))
+    # the same factors are drawn first either way, so images whose drawn order is brightness-first agree
+    same = torch.isclose(rand, fixed).flatten(1).all(1)
+    assert 0 < same.sum() < len(x)
+    with pytest.raises(CifarlabError, match="'order' must be one of"):
+        Pipeline([{**spec, "order": "sorted"}])
 
 
 def test_pipeline_is_deterministic_per_generator_and_validates():

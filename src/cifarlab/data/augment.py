@@ -212,19 +212,38 @@ def op_rotate(x, ctx, degrees: float = 10.0, p: float = 1.0, interpolation: str 
     return _apply_with_p(ctx, x, rotate(x, _uniform(ctx, len(x), -degrees, degrees), interpolation), p)
 
 
-def op_color_jitter(x, ctx, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0,
-                    hue: float = 0.0):
-    """torchvision ColorJitter's factors, applied in the fixed order brightness, contrast, saturation, hue."""
-    n = len(x)
-    if brightness:
-        x = adjust_brightness(x, _uniform(ctx, n, max(0.0, 1 - brightness), 1 + brightness))
-    if contrast:
-        x = adjust_contrast(x, _uniform(ctx, n, max(0.0, 1 - contrast), 1 + contrast))
-    if saturation:
-        x = adjust_saturation(x, _uniform(ctx, n, max(0.0, 1 - saturation), 1 + saturation))
-    if hue:
-        x = adjust_hue(x, _uniform(ctx, n, -hue, hue))
+_JITTERS = ("brightness", "contrast", "saturation", "hue")
+
+
+def color_jitter(x: torch.Tensor, factors: dict[str, torch.Tensor], order: torch.Tensor) -> torch.Tensor:
+    """Apply the jitters named in ``factors`` (per-image factors; hue as a shift in turns) to each image in its
+    own order: ``order[i]`` lists indices into ``_JITTERS``, and step k applies jitter ``order[i, k]`` to image i."""
+    adjust = {"brightness": adjust_brightness, "contrast": adjust_contrast, "saturation": adjust_saturation,
+              "hue": adjust_hue}
+    x = x.clone()
+    for k in range(order.size(1)):
+        for j, name in enumerate(_JITTERS):
+            if name not in factors:
+                continue
+            sel = (order[:, k] == j).nonzero().flatten()
+            if len(sel):
+                x[sel.to(x.device)] = adjust[name](x[sel.to(x.device)], factors[name][sel])
     return x
+
+
+def op_color_jitter(x, ctx, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0,
+                    hue: float = 0.0, order: str = "random"):
+    """torchvision ColorJitter: factors uniform in [1 - s, 1 + s] (hue shift in [-h, h]), applied to each image in
+    its own random order as torchvision does (``order: fixed``: brightness, contrast, saturation, hue)."""
+    n = len(x)
+    strengths = {"brightness": brightness, "contrast": contrast, "saturation": saturation, "hue": hue}
+    factors = {name: (_uniform(ctx, n, -s, s) if name == "hue" else _uniform(ctx, n, max(0.0, 1 - s), 1 + s))
+               for name, s in strengths.items() if s}
+    if order == "random":
+        perm = torch.rand(n, len(_JITTERS), generator=ctx.generator).argsort(dim=1)
+    else:
+        perm = torch.arange(len(_JITTERS)).expand(n, -1)
+    return color_jitter(x, factors, perm)
 
 
 def op_cutout(x, ctx, size: int = 8, p: float = 1.0):
@@ -266,7 +285,7 @@ OPS: dict[str, Callable] = {
     "random_resized_crop": op_random_resized_crop,
 }
 
-_MODES = {"mode": ("zero", "reflect"), "interpolation": ("nearest", "bilinear")}
+_MODES = {"mode": ("zero", "reflect"), "interpolation": ("nearest", "bilinear"), "order": ("random", "fixed")}
 
 
 @dataclass
