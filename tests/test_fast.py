@@ -121,7 +121,11 @@ def test_tta_views():
         flip = tta_logits(m, x, "flip")
         assert torch.allclose(flip, (m(x) + m(x.flip(3))) / 2, atol=1e-5)
         full = tta_logits(m, x, "flip_translate")
+        padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        moved = [padded[:, :, :32, :32], padded[:, :, 2:, 2:]]  # one pixel down-right and up-left, reflected
+        expected = (flip + sum(m(v) + m(v.flip(3)) for v in moved) / 4) / 2
     assert full.shape == (3, 10) and not torch.allclose(full, flip)
+    assert torch.allclose(full, expected, atol=1e-5)
 
 
 def test_fast94_recipe_trains_with_every_method(tmp_path):

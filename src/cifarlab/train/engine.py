@@ -126,22 +126,25 @@ def tta_mode(tta: str | bool) -> str:
     return mode
 
 
-TTA_VIEWS = {"none": 0, "flip": 2, "flip_translate": 6}  # forward passes per image of a final TTA evaluation
+# The views of each test-time augmentation mode: (one-pixel diagonal shift, mirrored, weight). "flip_translate"
+# gives the plain image and its mirror half the weight, and the images shifted one pixel up-left and down-right
+# (border reflected), each with its mirror, the other half.
+TTA_VIEWS = {
+    "none": ((0, False, 1.0),),
+    "flip": ((0, False, 0.5), (0, True, 0.5)),
+    "flip_translate": ((0, False, 0.25), (0, True, 0.25), (-1, False, 0.125), (-1, True, 0.125),
+                       (1, False, 0.125), (1, True, 0.125)),
+}
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
-    """Average logits over views: "flip" adds the mirror image; "flip_translate" also averages (with half the
-    weight) the images shifted one pixel up-left and down-right, each with its mirror."""
-    logits = model(x).float()
-    if tta == "none":
-        return logits
-    flipped = (logits + model(x.flip(3)).float()) / 2
-    if tta == "flip":
-        return flipped
+    """The weighted mean of the model's logits over the views of ``TTA_VIEWS[tta]``."""
     n = len(x)
-    views = [shift(x, torch.full((n,), d), torch.full((n,), d), mode="reflect") for d in (-1, 1)]
-    moved = sum(model(v).float() + model(v.flip(3)).float() for v in views) / 4
-    return (flipped + moved) / 2
+    total = 0.0
+    for d, mirrored, weight in TTA_VIEWS[tta]:
+        v = shift(x, torch.full((n,), d), torch.full((n,), d), mode="reflect") if d else x
+        total = total + weight * model(v.flip(3) if mirrored else v).float()
+    return total
 
 
 @torch.no_grad()

@@ -392,7 +392,9 @@ class Trainer:
                 row["elapsed"] = time.perf_counter() - train_start
                 row = dist.broadcast(row)  # every rank takes the same best/plateau/early-stop decisions
                 if budget_s:
-                    reserve = max(reserve, row.get("eval_time", 0.0) * (1 + TTA_VIEWS[cfg.tta]))
+                    # the final evaluation: one plain pass, then one per TTA view
+                    tta_passes = len(TTA_VIEWS[cfg.tta]) if cfg.tta != "none" else 0
+                    reserve = max(reserve, row.get("eval_time", 0.0) * (1 + tta_passes))
                 history.append(row)
                 if tb is not None:
                     _log_tensorboard(tb, row, step_logs)
