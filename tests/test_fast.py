@@ -7,6 +7,7 @@ import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import cifarlab
 from cifarlab.config import make_config
@@ -33,6 +34,12 @@ def test_fast_widths_and_convs_per_group():
     g = m.groups[2]
     assert [n for n, _ in g.named_children() if n.startswith("conv")] == ["conv1", "conv2", "conv3"]
     assert torch.equal(g.conv3.weight[:, :, 1, 1], torch.eye(304))  # every conv starts as the identity
+    g.eval()
+    x = torch.randn(2, 304, 6, 6)
+    with torch.no_grad():  # deeper groups add the residual before the last activation
+        x0 = F.gelu(g.bn1(F.max_pool2d(g.conv1(x), 2)))
+        expected = F.gelu(x0 + g.bn3(g.conv3(F.gelu(g.bn2(g.conv2(x0))))))
+        assert torch.allclose(g(x), expected)
     # one conv per group, no residual: conv -> pool -> BN -> GELU only
     assert count_params(create_model("fast94", widths=[8, 8, 8], convs=1)) == 24 * 3 * 4 + 24 + 9 * (24 * 8 + 2 * 64) + 3 * 16 + 80
     with pytest.raises(CifarlabError, match="'widths' takes three positive integers"):
