@@ -53,9 +53,9 @@ class DistContext:
         """The largest of every rank's `flag` (0 = carry on): a stop seen by one rank stops all of them."""
         return self._all_reduce([flag], dist.ReduceOp.MAX, torch.int64)[0] if self.enabled else flag
 
-    def max(self, value: float) -> float:
-        """The largest of every rank's `value` (e.g. elapsed seconds, so that every rank reads one clock)."""
-        return self._all_reduce([value], dist.ReduceOp.MAX, torch.float64)[0] if self.enabled else value
+    def max(self, values: list[float]) -> list[float]:
+        """The largest of every rank's `values`, entry by entry, in one collective (flags and clocks together)."""
+        return self._all_reduce(values, dist.ReduceOp.MAX, torch.float64) if self.enabled else values
 
     def sum(self, values: list[float]) -> list[float]:
         return self._all_reduce(values, dist.ReduceOp.SUM, torch.float64) if self.enabled else values

@@ -261,7 +261,9 @@ class Trainer:
         budget_s = cfg.time_budget * 60
         total_steps = cfg.epochs * steps_per_epoch
 
-        clock: dict[int, float] = {}  # distributed: the step whose agreed elapsed time was last read, and it
+        # Distributed: one collective per step, when the engine asks whether any rank diverged, also agrees on
+        # the stop code (signal or budget) and the clock, so every rank sets the same LR and stops at one step.
+        agreed = {"stop": 0, "elapsed": 0.0}
         # Seconds of the budget kept for the evaluation after the last epoch (and its test-time augmentation):
         # training anneals fully by budget - reserve, so the run still ends on time. Grows with each epoch's
         # measured evaluation; never more than half the budget.
@@ -272,14 +274,10 @@ class Trainer:
 
         def progress_step(s: int) -> float:
             # With a time budget the schedules see the elapsed fraction of it, mapped onto the planned steps.
+            # Distributed ranks read the clock agreed at the last step (the largest: the slowest rank's).
             if not budget_s:
                 return s
-            elapsed = time.perf_counter() - train_start
-            if dist.enabled:  # every rank must set the same LR and EMA ramp: all read one (the largest) clock
-                if s not in clock:
-                    clock.clear()
-                    clock[s] = dist.max(elapsed)
-                elapsed = clock[s]
+            elapsed = agreed["elapsed"] if dist.enabled else time.perf_counter() - train_start
             return min(1.0, elapsed / train_budget()) * total_steps
 
         # lr given for a reference batch size scales linearly to the one used (the decay term is lr * wd,
@@ -305,10 +303,17 @@ class Trainer:
 
         signalled = False  # a signal reached this process or, in a distributed run, any rank
 
-        def stop_now() -> bool:
+        def stop_code() -> int:  # 2: a signal reached this process; 1: its budget is spent; 0: carry on
+            return 2 if self._signal is not None else int(past_budget())
+
+        def any_rank(diverged: bool) -> bool:  # the step's one collective, before its backward
+            flag, agreed["stop"], agreed["elapsed"] = dist.max(
+                [float(diverged), float(stop_code()), time.perf_counter() - train_start])
+            return flag > 0
+
+        def stop_now() -> bool:  # after the step: a distributed run acts on what its ranks agreed at that step
             nonlocal signalled
-            local = 2 if self._signal is not None else int(past_budget())
-            code = dist.any(local)
+            code = int(agreed["stop"]) if dist.enabled else stop_code()
             signalled = code == 2
             return code > 0
 
@@ -370,7 +375,7 @@ class Trainer:
                     label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip, progress=cfg.progress,
                     desc=f"epoch {epoch + 1}" + ("" if budget_s else f"/{cfg.epochs}"), after_step=after_step,
                     stop=stop_now, precision=cfg.precision,
-                    any_rank=(lambda flag: bool(dist.any(int(flag)))) if dist.enabled else None)
+                    any_rank=any_rank if dist.enabled else None)
                 step += state.batch - done_before
                 if signalled and not state.complete:
                     if main:
