@@ -29,6 +29,17 @@ def test_fast_family_sizes_and_budget():
     assert m(torch.randn(2, 3, 32, 32)).shape == (2, 100)
 
 
+@pytest.mark.parametrize("name, classes, params", [("fast94", 10, 1_972_792), ("fast95", 10, 4_839_256),
+                                                    ("fast100", 100, 4_866_616)])
+def test_fast_recipes_build_their_nets_within_budget(name, classes, params):
+    from cifarlab.data import Pipeline
+
+    cfg = make_config(name)
+    Pipeline(cfg.augment)
+    m = create_model(cfg.model, num_classes=classes, **cfg.model_args)
+    assert count_params(m) == params and params <= 5_000_000
+
+
 def test_fast_widths_and_convs_per_group():
     m = create_model("fast95", widths=[128, 304, 304], convs=3)
     assert count_params(m) == 4_839_256 and m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
