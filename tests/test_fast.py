@@ -53,7 +53,8 @@ def test_fast_widths_and_convs_per_group():
         expected = F.gelu(x0 + g.bn3(g.conv3(F.gelu(g.bn2(g.conv2(x0))))))
         assert torch.allclose(g(x), expected)
     # one conv per group, no residual: conv -> pool -> BN -> GELU only
-    assert count_params(create_model("fast94", widths=[8, 8, 8], convs=1)) == 24 * 3 * 4 + 24 + 9 * (24 * 8 + 2 * 64) + 3 * 16 + 80
+    stem, convs, bns, head = 24 * 3 * 4 + 24, 9 * (24 * 8 + 2 * 64), 3 * 16, 80
+    assert count_params(create_model("fast94", widths=[8, 8, 8], convs=1)) == stem + convs + bns + head
     with pytest.raises(CifarlabError, match="'widths' takes three positive integers"):
         create_model("fast95", widths=[128, 384])
     with pytest.raises(CifarlabError, match="not 5"):

@@ -100,14 +100,16 @@ class FastNet(nn.Module):
 
 
 def _widths(widths) -> tuple[int, int, int]:
-    if not isinstance(widths, (list, tuple)) or len(widths) != 3 or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
+    if (not isinstance(widths, (list, tuple)) or len(widths) != 3
+            or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths)):
         raise CifarlabError(f"fast models: 'widths' takes three positive integers, not {widths!r}")
     return tuple(widths)
 
 
 def _convs(convs) -> int:
     if not isinstance(convs, int) or isinstance(convs, bool) or convs < 1:
-        raise CifarlabError(f"fast models: 'convs' (convolutions per group) must be a positive integer, not {convs!r}")
+        raise CifarlabError(f"fast models: 'convs' (convolutions per group) must be a positive integer, "
+                            f"not {convs!r}")
     return convs
 
 
