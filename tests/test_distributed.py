@@ -1,6 +1,7 @@
 """Data-parallel training: torchrun with gloo on CPU, and the loader's sharding of each global batch."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -189,9 +190,17 @@ def test_torchrun_time_budget_ends_every_rank_on_time_with_one_schedule(tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if r["type"] == "step"]
-    assert len(steps) > 10 and [r["step"] for r in steps] == list(range(len(steps)))  # the planned 2 epochs = 10
+    assert [r["step"] for r in steps] == list(range(len(steps)))
+    # Training runs until the agreed clock says so (the planned 2 epochs are 10 steps, far less than 6 s here) and
+    # anneals to the bottom of the cosine. Bounds are stated in steps, which are slow on a loaded machine: ranks
+    # read the clock agreed at the previous step and stop the step after the budget is seen, and the reserve kept
+    # for the final evaluation is at most half the budget.
+    train_s = sum(r["train_time"] for r in rows if r["type"] == "epoch")
+    step_s = train_s / len(steps)
+    assert budget_s / 2 - 3 * step_s <= train_s <= budget_s + 2 * step_s
+    last_seen = max(0.0, 1 - 3 * step_s / (budget_s / 2))  # the earliest fraction of the budget the last LR saw
     lrs = [r["lr"] for r in steps]
-    assert lrs[0] > 0.09 and lrs[-1] == pytest.approx(0.001, rel=0.1, abs=2e-3)
+    assert lrs[0] > 0.09 and lrs[-1] <= 0.001 + 0.099 * (1 + math.cos(math.pi * last_seen)) / 2 + 1e-4
     assert all(a >= b - 1e-12 for a, b in zip(lrs, lrs[1:], strict=False))
     assert elapsed < budget_s + 60  # two interpreters' start-up, the group's rendezvous and evaluation on top
     single = cifarlab.evaluate(run / "best.pt", out=tmp_path / "eval", device="cpu")
