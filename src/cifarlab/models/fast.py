@@ -19,6 +19,20 @@ from ..errors import CifarlabError
 from .registry import register_model
 
 
+def _widths(widths) -> tuple[int, int, int]:
+    if (not isinstance(widths, (list, tuple)) or len(widths) != 3
+            or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths)):
+        raise CifarlabError(f"fast models: 'widths' takes three positive integers, not {widths!r}")
+    return tuple(widths)
+
+
+def _convs(convs) -> int:
+    if not isinstance(convs, int) or isinstance(convs, bool) or convs < 1:
+        raise CifarlabError(f"fast models: 'convs' (convolutions per group) must be a positive integer, "
+                            f"not {convs!r}")
+    return convs
+
+
 class FrozenScaleBN(nn.BatchNorm2d):
     """BatchNorm whose affine scale stays 1: only the shift learns (fewer, better-conditioned parameters)."""
 
@@ -68,6 +82,7 @@ class FastNet(nn.Module):
                  bn_momentum: float = 0.4, head_scale: float = 1 / 9, dropout: float = 0.0,
                  block_dropout: float = 0.0, convs: int = 2):
         super().__init__()
+        widths, convs = _widths(widths), _convs(convs)
         self.whiten = nn.Conv2d(3, 24, 2, bias=True)  # 2x2x3 = 12 patch directions, each with its negative
         self.whiten.weight.requires_grad_(False)
         cin = 24
@@ -99,38 +114,22 @@ class FastNet(nn.Module):
         return self.head(self.dropout(x)) * self.head_scale
 
 
-def _widths(widths) -> tuple[int, int, int]:
-    if (not isinstance(widths, (list, tuple)) or len(widths) != 3
-            or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths)):
-        raise CifarlabError(f"fast models: 'widths' takes three positive integers, not {widths!r}")
-    return tuple(widths)
-
-
-def _convs(convs) -> int:
-    if not isinstance(convs, int) or isinstance(convs, bool) or convs < 1:
-        raise CifarlabError(f"fast models: 'convs' (convolutions per group) must be a positive integer, "
-                            f"not {convs!r}")
-    return convs
-
-
 @register_model
 def fast94(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0,
            widths: tuple[int, int, int] = (64, 256, 256), convs: int = 2) -> FastNet:
     """The 94%-class net: widths 64/256/256, about 2M parameters."""
-    return FastNet(_widths(widths), num_classes, dropout=dropout, block_dropout=block_dropout, convs=_convs(convs))
+    return FastNet(widths, num_classes, dropout=dropout, block_dropout=block_dropout, convs=convs)
 
 
 @register_model
 def fast95(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0,
            widths: tuple[int, int, int] = (128, 384, 384), convs: int = 2) -> FastNet:
     """The 95%-class net under the 5M budget: residual groups at 128/384/384."""
-    return FastNet(_widths(widths), num_classes, residual=True, dropout=dropout, block_dropout=block_dropout,
-                   convs=_convs(convs))
+    return FastNet(widths, num_classes, residual=True, dropout=dropout, block_dropout=block_dropout, convs=convs)
 
 
 @register_model
 def fast96(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0,
            widths: tuple[int, int, int] = (128, 512, 512), convs: int = 2) -> FastNet:
     """The 96%-class net: residual groups at 128/512/512; over the 5M budget."""
-    return FastNet(_widths(widths), num_classes, residual=True, dropout=dropout, block_dropout=block_dropout,
-                   convs=_convs(convs))
+    return FastNet(widths, num_classes, residual=True, dropout=dropout, block_dropout=block_dropout, convs=convs)
