@@ -212,22 +212,23 @@ def op_rotate(x, ctx, degrees: float = 10.0, p: float = 1.0, interpolation: str 
     return _apply_with_p(ctx, x, rotate(x, _uniform(ctx, len(x), -degrees, degrees), interpolation), p)
 
 
-_JITTERS = ("brightness", "contrast", "saturation", "hue")
+# torchvision ColorJitter's four adjustments, in its fixed listing order (indices of a per-image order)
+_JITTERS = {"brightness": adjust_brightness, "contrast": adjust_contrast, "saturation": adjust_saturation,
+            "hue": adjust_hue}
 
 
 def color_jitter(x: torch.Tensor, factors: dict[str, torch.Tensor], order: torch.Tensor) -> torch.Tensor:
     """Apply the jitters named in ``factors`` (per-image factors; hue as a shift in turns) to each image in its
     own order: ``order[i]`` lists indices into ``_JITTERS``, and step k applies jitter ``order[i, k]`` to image i."""
-    adjust = {"brightness": adjust_brightness, "contrast": adjust_contrast, "saturation": adjust_saturation,
-              "hue": adjust_hue}
     x = x.clone()
     for k in range(order.size(1)):
-        for j, name in enumerate(_JITTERS):
+        for j, (name, adjust) in enumerate(_JITTERS.items()):
             if name not in factors:
                 continue
             sel = (order[:, k] == j).nonzero().flatten()
             if len(sel):
-                x[sel.to(x.device)] = adjust[name](x[sel.to(x.device)], factors[name][sel])
+                on_device = sel.to(x.device)
+                x[on_device] = adjust(x[on_device], factors[name][sel])
     return x
 
 

@@ -337,8 +337,8 @@ class Trainer:
 
         tb = _tensorboard_writer(run_dir) if cfg.tensorboard and main else None
         history: list[dict] = _previous_epochs(run_dir / "metrics.jsonl", start_epoch, main) if self.resume else []
-        train_start = time.perf_counter() - (history[-1]["elapsed"] if history else 0.0)
-        agreed["elapsed"] = history[-1]["elapsed"] if history else 0.0  # a resumed run's first step: its clock so far
+        agreed["elapsed"] = history[-1]["elapsed"] if history else 0.0  # a resumed run's clock so far
+        train_start = time.perf_counter() - agreed["elapsed"]
         last_metrics: dict = history[-1] if history else {}
         last_eval: dict = {}
 
