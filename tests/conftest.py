@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import tarfile
@@ -145,3 +146,16 @@ def trained_run(tmp_path_factory) -> Path:
     result = cifarlab.train("seed001_small", data=str(root), epochs=2, batch_size=32, cyclic_step_size=5,
                             out=str(root / "run"), progress=False)
     return result.run_dir
+
+
+def assert_annealed_on_the_clock(lrs: list[float], train_s: float, budget_s: float, lr_max: float, lr_min: float,
+                                 lag: int) -> None:
+    """A cosine schedule run on a time budget: training lasted until the clock said so (the budget, less a reserve of
+    at most half of it for the final evaluation) and its last LR sits at the bottom of the cosine. Bounds are in
+    steps, which are slow on a loaded machine: the last LR may come from up to ``lag`` steps before the end."""
+    step_s = train_s / len(lrs)
+    assert budget_s / 2 - lag * step_s <= train_s <= budget_s + (lag - 1) * step_s
+    last_seen = max(0.0, 1 - lag * step_s / (budget_s / 2))  # the earliest fraction of the budget the last LR saw
+    assert lrs[-1] <= lr_min + (lr_max - lr_min) * (1 + math.cos(math.pi * last_seen)) / 2 + 1e-4
+    assert lrs[0] > 0.9 * lr_max
+    assert all(a >= b - 1e-12 for a, b in zip(lrs, lrs[1:], strict=False))  # follows the clock monotonically
