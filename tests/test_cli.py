@@ -15,7 +15,7 @@ from cifarlab.cli import main
 from cifarlab.data import fetch as download_mod
 from cifarlab.data.fetch import Archive, safe_extract
 from cifarlab.errors import CifarlabError
-from conftest import make_cifar10_python, make_unlabeled_pickle
+from datagen import make_cifar10_python, make_unlabeled_pickle
 
 
 def run(capsys, *argv):

@@ -12,7 +12,7 @@ import torch
 from cifarlab.data import load_cached, load_splits, open_source, read_unlabeled_pickle
 from cifarlab.data.safe_pickle import safe_load
 from cifarlab.errors import CifarlabError
-from conftest import (
+from datagen import (
     CLASSES,
     learnable_images,
     make_cifar10_binary,

@@ -14,7 +14,7 @@ import torch
 import cifarlab
 from cifarlab.data import BatchLoader, Pipeline
 from cifarlab.data.formats import ImageSet
-from conftest import assert_annealed_on_the_clock, make_cifar10_python
+from datagen import assert_annealed_on_the_clock, make_cifar10_python
 
 
 def _images(n: int) -> ImageSet:
@@ -67,7 +67,7 @@ def test_a_rank_stops_when_another_rank_diverges_before_touching_its_weights():
 
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(Diverged, match="at step 2 .*another rank's loss is not finite"):
-        train_one_epoch(model, loader, opt, EpochState(0), first_step=0, lr_fn=lambda s: 0.1, progress=False,
+        train_one_epoch(model, loader, opt, EpochState(0), first_step=0, lr_fn=lambda s: [0.1], progress=False,
                         any_rank=other_rank_diverges_at_step_2)
     assert asked == [False, False, False]  # this rank's own losses were finite; it asked every step
     moved = [not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)]
@@ -75,7 +75,7 @@ def test_a_rank_stops_when_another_rank_diverges_before_touching_its_weights():
     snapshot = [p.detach().clone() for p in model.parameters()]
     asked.clear()
     with pytest.raises(Diverged):
-        train_one_epoch(model, loader, opt, EpochState(0), first_step=0, lr_fn=lambda s: 0.1, progress=False,
+        train_one_epoch(model, loader, opt, EpochState(0), first_step=0, lr_fn=lambda s: [0.1], progress=False,
                         any_rank=lambda flag: True)
     assert all(torch.equal(a, b) for a, b in zip(snapshot, model.parameters(), strict=True))
 

@@ -17,7 +17,7 @@ from cifarlab.train.ema import WeightAverage
 from cifarlab.train.engine import tta_logits
 from cifarlab.train.optim import MuonSGD, orthogonalize, param_groups
 from cifarlab.train.schedules import lr_at
-from conftest import assert_annealed_on_the_clock, make_cifar10_python
+from datagen import assert_annealed_on_the_clock, make_cifar10_python
 
 
 def test_fast_family_sizes_and_budget():

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
+from cifarlab.config import make_config
 from cifarlab.errors import CifarlabError
 from cifarlab.models import count_params, create_model, list_models, parse_budget, summarize
+from cifarlab.models.registry import _REGISTRY
 
 EXPECTED = {
     "resnet9": 4_903_242, "resnet18": 11_173_962, "resnet_small": 78_042, "resnet_medium": 1_228_970,
@@ -23,7 +27,9 @@ def test_parameter_counts(name, count):
 @pytest.mark.parametrize("num_classes", [10, 100])
 def test_forward_backward_reaches_every_parameter(name, num_classes):
     torch.manual_seed(0)
-    model = create_model(name, num_classes=num_classes, dropout=0.1, block_dropout=0.1)
+    takes = inspect.signature(_REGISTRY[name]).parameters  # every net takes dropout; the CIFAR nets block_dropout
+    model = create_model(name, num_classes=num_classes, dropout=0.1,
+                         **({"block_dropout": 0.1} if "block_dropout" in takes else {}))
     x = torch.randn(2, 3, 32, 32)
     out = model(x)
     assert out.shape == (2, num_classes) and torch.isfinite(out).all()
@@ -33,6 +39,18 @@ def test_forward_backward_reaches_every_parameter(name, num_classes):
             continue
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
         assert p.grad.abs().sum() > 0, pname
+
+
+def test_dropout_options_reach_only_the_nets_that_take_them():
+    from cifarlab.train.setup import model_args_of
+
+    assert model_args_of(make_config(model="resnet18_imagenet")) == {}  # unset options are not passed
+    assert model_args_of(make_config(model="resnet9", block_dropout=0.2)) == {"block_dropout": 0.2}
+    with pytest.raises(CifarlabError, match="model 'resnet18_imagenet' takes no option 'block_dropout'"):
+        create_model("resnet18_imagenet", block_dropout=0.1)
+    # a factory's own class count is kept unless one is asked for
+    assert create_model("seed004_resnet").fc.out_features == 100
+    assert create_model("seed004_resnet", num_classes=10).fc.out_features == 10
 
 
 def test_unknown_model_and_option_name_the_choices():

@@ -22,7 +22,7 @@ from cifarlab.data import open_source, read_unlabeled_pickle
 from cifarlab.errors import CifarlabError
 from cifarlab.train import checkpoint as ckpt_mod
 from cifarlab.train.checkpoint import load_checkpoint, save_checkpoint
-from conftest import (
+from datagen import (
     make_cifar10_binary,
     make_cifar10_python,
     make_cifar100_python,
@@ -113,11 +113,19 @@ def test_sigterm_finishes_the_step_saves_and_says_how_to_resume(reference_run):
         pytest.skip("the run finished before the signal arrived")
     assert proc.returncode == 143, err
     assert "SIGTERM" in err and f"cifarlab train --resume {out}" in err and "Traceback" not in err
-    assert load_checkpoint(out / "last.pt")["partial"] is not None
+    assert load_checkpoint(out / "last.pt")["train_state"]["partial"] is not None
     done = subprocess.run(_train_cmd(root, out, resume=True), env=_env(), capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     got = _weights(out)
     assert all(torch.equal(got[k], expected[k]) for k in expected)
+
+
+class PoisonWeights(cifarlab.Callback):
+    """A weight becomes NaN as the epoch starts, so its first loss is not finite."""
+
+    def on_epoch_start(self, trainer, epoch):
+        with torch.no_grad():
+            next(trainer.parts.model.parameters()).fill_(float("nan"))
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -126,16 +134,21 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
                    progress=False, report=False)
     good = _weights(tmp_path / "r")
     with pytest.raises(CifarlabError, match="training diverged at step .* loss is nan"):
-        cifarlab.train(resume=str(tmp_path / "r"), epochs=2, lr=float("nan"), report=False)
+        cifarlab.train(resume=str(tmp_path / "r"), epochs=2, report=False, callbacks=[PoisonWeights()])
     after = _weights(tmp_path / "r")
     assert all(torch.equal(good[k], after[k]) for k in good)
 
 
 # ---- full disks and unwritable places ----------------------------------------------------------------------
 
+def _tiny_checkpoint(w: torch.Tensor, epoch: int = 0) -> dict:
+    return ckpt_mod.build_checkpoint(model="resnet_small", model_args={}, classes=["a", "b"], mean=[0.5] * 3,
+                                     std=[0.25] * 3, state_dict={"w": w}, config={}, metrics={}, epoch=epoch, step=0)
+
+
 def test_enospc_during_a_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    save_checkpoint({"model": "resnet_small", "state_dict": {"w": torch.ones(3)}}, path)
+    save_checkpoint(_tiny_checkpoint(torch.ones(3)), path)
     real_save = torch.save
 
     def full_disk(obj, fh, *a, **k):
@@ -144,7 +157,7 @@ def test_enospc_during_a_checkpoint_write_keeps_the_previous_file(tmp_path, monk
 
     monkeypatch.setattr(ckpt_mod.torch, "save", full_disk)
     with pytest.raises(CifarlabError, match="could not write checkpoint .*No space left on device"):
-        save_checkpoint({"model": "resnet_small", "state_dict": {"w": torch.zeros(3)}}, path)
+        save_checkpoint(_tiny_checkpoint(torch.zeros(3)), path)
     assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.ones(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no half-written temp file left
 
@@ -193,7 +206,7 @@ def test_hostile_pickle_to_predict_is_refused(tmp_path):
 
 def test_hostile_checkpoint_is_refused(tmp_path):
     marker = tmp_path / "pwned"
-    from conftest import Evil
+    from datagen import Evil
 
     torch.save({"model": "resnet_small", "state_dict": Evil(marker)}, tmp_path / "evil.pt")
     with pytest.raises(CifarlabError, match="not a loadable cifarlab checkpoint"):
@@ -278,11 +291,12 @@ def test_sigkill_inside_a_checkpoint_write_leaves_a_loadable_file(tmp_path):
     path = tmp_path / "last.pt"
     script = (
         "import sys, torch\n"
-        "from cifarlab.train.checkpoint import save_checkpoint\n"
+        "from cifarlab.train.checkpoint import build_checkpoint, save_checkpoint\n"
         "i = 0\n"
         "while True:\n"
-        "    save_checkpoint({'model': 'resnet_small', 'state_dict': {'w': torch.full((40_000_000,), float(i))},"
-        " 'epoch': i}, sys.argv[1])\n"
+        "    save_checkpoint(build_checkpoint(model='resnet_small', model_args={}, classes=['a'], mean=[0.5] * 3,"
+        " std=[0.5] * 3, state_dict={'w': torch.full((40_000_000,), float(i))}, config={}, metrics={}, epoch=i,"
+        " step=0), sys.argv[1])\n"
         "    i += 1\n"
     )
     rng = random.Random(3)

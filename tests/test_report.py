@@ -11,7 +11,7 @@ import cifarlab
 from cifarlab.cli import main
 from cifarlab.evaluate.report import RUN_PLOTS
 from cifarlab.train.checkpoint import load_checkpoint
-from conftest import make_cifar10_python
+from datagen import make_cifar10_python
 
 # figure sizes (inches) x 100 dpi, for 10 classes
 EXPECTED_SIZES = {"curves.png": (1100, 400), "lr.png": (800, 320), "confusion.png": (750, 637),
@@ -48,23 +48,17 @@ def test_every_plot_and_the_page_exist(one_epoch_run):
     assert re.search(r"<th>class</th><th>accuracy</th>", page)
 
 
-def test_interrupted_run_still_gets_its_report(tmp_path, monkeypatch):
-    from cifarlab.train import trainer as trainer_mod
-
-    make_cifar10_python(tmp_path, per_batch=20, test=10)
-    real = trainer_mod.train_one_epoch
-    calls = {"n": 0}
-
-    def interrupt_second(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
+class InterruptSecondEpoch(cifarlab.Callback):
+    def on_epoch_start(self, trainer, epoch):
+        if epoch == 1:
             raise KeyboardInterrupt
-        return real(*a, **k)
 
-    monkeypatch.setattr(trainer_mod, "train_one_epoch", interrupt_second)
+
+def test_interrupted_run_still_gets_its_report(tmp_path):
+    make_cifar10_python(tmp_path, per_batch=20, test=10)
     with pytest.raises(KeyboardInterrupt):
         cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=3, batch_size=50, out=str(tmp_path / "r"),
-                       progress=False)
+                       progress=False, callbacks=[InterruptSecondEpoch()])
     assert (tmp_path / "r" / "report.html").is_file() and (tmp_path / "r" / "curves.png").is_file()
     assert load_checkpoint(tmp_path / "r" / "last.pt")["epoch"] == 1
 

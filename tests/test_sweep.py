@@ -22,7 +22,7 @@ from cifarlab.errors import CifarlabError
 from cifarlab.sweep import load_sweep, parse_sweep, run_sweep
 from cifarlab.sweep.show import load_study
 from cifarlab.sweep.study import storage_url
-from conftest import make_cifar10_python
+from datagen import make_cifar10_python
 
 BASE = {"recipe": "seed001_small", "overrides": {"batch_size": 32, "val_split": 0.2, "cyclic_step_size": 3}}
 

@@ -12,7 +12,7 @@ import yaml
 import cifarlab
 from cifarlab.errors import CifarlabError
 from cifarlab.train.checkpoint import load_checkpoint, model_from_checkpoint
-from conftest import make_cifar10_python, make_image_folder, make_unlabeled_pickle
+from datagen import make_cifar10_python, make_image_folder, make_unlabeled_pickle
 
 
 def test_run_directory_has_every_file(trained_run):
@@ -31,7 +31,7 @@ def test_run_directory_has_every_file(trained_run):
     assert summary["params"] == 78_042 and summary["epochs_run"] == 2
     assert summary["best_epoch"] in (1, 2)
     ckpt = load_checkpoint(trained_run / "last.pt")
-    assert ckpt["epoch"] == 2 and ckpt["classes"][0] == "airplane" and ckpt["version"] == 1
+    assert ckpt["epoch"] == 2 and ckpt["classes"][0] == "airplane" and ckpt["version"] == 2
     assert ckpt["mean"] == [0.4914, 0.4822, 0.4465]
 
 
@@ -51,26 +51,26 @@ def test_config_yaml_alone_reproduces_the_run(trained_run, tmp_path):
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
 
 
-def test_resume_from_interrupted_run_matches_uninterrupted(tmp_path, monkeypatch):
+class StopBeforeEpoch(cifarlab.Callback):
+    """Ctrl-C as the run enters epoch `epoch` (0-based)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_epoch_start(self, trainer, epoch):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_from_interrupted_run_matches_uninterrupted(tmp_path):
     make_cifar10_python(tmp_path, per_batch=40, test=10)
     common = dict(data=str(tmp_path), model="resnet_small", epochs=3, batch_size=50, lr=0.05,
                   augment=[{"name": "crop", "padding": 2}, {"name": "flip"}], progress=False, deterministic=True)
     full = cifarlab.train(out=str(tmp_path / "full"), **common)
 
-    from cifarlab.train import trainer as trainer_mod
-
-    real = trainer_mod.train_one_epoch
-
-    def stop_in_epoch_2(*args, **kwargs):
-        if args[3].epoch == 1:  # the EpochState
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_mod, "train_one_epoch", stop_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        cifarlab.train(out=str(tmp_path / "cut"), **common)
+        cifarlab.train(out=str(tmp_path / "cut"), callbacks=[StopBeforeEpoch(1)], **common)
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
-    monkeypatch.setattr(trainer_mod, "train_one_epoch", real)
     resumed = cifarlab.train(resume=str(tmp_path / "cut"))
     a = load_checkpoint(full.run_dir / "last.pt")["state_dict"]
     b = load_checkpoint(resumed.run_dir / "last.pt")["state_dict"]
@@ -96,7 +96,7 @@ def test_plateau_and_other_options_run(tmp_path):
 
 
 def test_cifar100_coarse_training(tmp_path):
-    from conftest import make_cifar100_python
+    from datagen import make_cifar100_python
 
     make_cifar100_python(tmp_path, n_train=60)
     res = cifarlab.train(data=str(tmp_path), model="resnet_small", label_mode="coarse", epochs=1, batch_size=20,

@@ -19,8 +19,8 @@ from cifarlab.evaluate.evaluate import load_for_inference
 from cifarlab.export import export, import_state_dict
 from cifarlab.models import count_params, create_model, list_models
 from cifarlab.models.weights import load_weights, read_state_dict
-from cifarlab.train.checkpoint import save_checkpoint
-from conftest import make_cifar10_python, make_unlabeled_pickle
+from cifarlab.train.checkpoint import build_checkpoint, save_checkpoint
+from datagen import make_cifar10_python, make_unlabeled_pickle
 
 # ---- torchvision's key names and shapes, written out from its published architecture ----------------------
 
@@ -335,10 +335,9 @@ def _checkpoint_of(model_name, tmp_path, num_classes=10):
         if isinstance(m, nn.BatchNorm2d):
             m.running_var.uniform_(0.5, 2.0)
     path = tmp_path / f"{model_name}.pt"
-    save_checkpoint({"model": model_name, "model_args": {}, "num_classes": num_classes,
-                                               "classes": [f"c{i}" for i in range(num_classes)],
-                                               "mean": [0.5] * 3, "std": [0.25] * 3,
-                                               "state_dict": model.state_dict(), "config": {}}, path)
+    save_checkpoint(build_checkpoint(model=model_name, model_args={}, classes=[f"c{i}" for i in range(num_classes)],
+                                     mean=[0.5] * 3, std=[0.25] * 3, state_dict=model.state_dict(), config={},
+                                     metrics={}, epoch=0, step=0), path)
     return model, path
 
 

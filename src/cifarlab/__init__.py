@@ -9,13 +9,13 @@ Everything the command line does is a Python call first::
     model = cifarlab.create_model("resnet9")
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .api import train  # noqa: E402
 from .config import Config, list_recipes, make_config  # noqa: E402
 from .errors import CifarlabError  # noqa: E402
 from .evaluate import evaluate, predict, write_comparison  # noqa: E402
 from .models import count_params, create_model, list_models, summarize  # noqa: E402
+from .train.callbacks import Callback  # noqa: E402
 
-__all__ = ["CifarlabError", "Config", "count_params", "create_model", "evaluate", "list_models", "list_recipes",
-           "make_config", "predict", "summarize", "train", "write_comparison", "__version__"]
+__all__ = ["Callback", "CifarlabError", "Config", "count_params", "create_model", "evaluate", "list_models",
+           "list_recipes", "make_config", "predict", "summarize", "train", "write_comparison", "__version__"]

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .evaluate.report import write_run_report
+from .train.callbacks import Callback
 from .train.trainer import RunResult
 from .train.trainer import train as _train
 
 
 def train(recipe: str | None = None, data: str | None = None, *, resume: str | None = None, report: bool = True,
-          on_epoch: Callable[[dict], Any] | None = None, **overrides: Any) -> RunResult:
+          on_epoch: Callable[[dict], Any] | None = None, callbacks: Sequence[Callback] = (),
+          **overrides: Any) -> RunResult:
     """Train a model and write its plots and report.html.
 
     ``recipe`` is a recipe name (``cifarlab.list_recipes()``) or a YAML path (a run's ``config.yaml`` works);
     ``data`` is any source the readers know; every other keyword overrides a config key
     (``epochs=3, lr=0.05, ...``). ``resume=RUN_DIR`` continues that run from its ``last.pt``.
-    ``report=False`` skips the plots and the page. ``on_epoch(row)`` sees each epoch's metrics as they come.
+    ``report=False`` skips the plots and the page. ``on_epoch(row)`` sees each epoch's metrics as they come;
+    ``callbacks`` (:class:`cifarlab.Callback` objects) see every hook of the loop.
 
     >>> run = cifarlab.train("seed001_small", data="cifar10-train-jpg.tar.gz", epochs=3)  # doctest: +SKIP
     >>> run.summary["best"], run.run_dir / "report.html"  # doctest: +SKIP
     """
     return _train(recipe, data, resume=resume, reporter=write_run_report if report else None, on_epoch=on_epoch,
-                  **overrides)
+                  callbacks=callbacks, **overrides)

@@ -48,7 +48,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     if args.resume:
-        train(resume=args.resume, data=args.data, report=not args.no_report, **overrides)
+        train(args.recipe, resume=args.resume, data=args.data, report=not args.no_report, **overrides)
         return 0
     if not args.recipe and not overrides.get("model"):
         raise CifarlabError("give --recipe NAME (cifarlab recipes lists them) or at least --model NAME")
@@ -80,7 +80,7 @@ def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
 
     print(f"{'model':<16} {'parameters':>12} {'MACs/image':>15}")
     for name in list_models():
-        s = summarize(create_model(name, num_classes=args.num_classes or (100 if name == "seed004_resnet" else 10)))
+        s = summarize(create_model(name, num_classes=args.num_classes or None))
         print(f"{name:<16} {s.total_params:>12,} {s.macs:>15,}")
     return 0
 
@@ -88,8 +88,7 @@ def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_summary(args: argparse.Namespace, extra: list[str]) -> int:
     from .models import create_model, parse_budget, summarize
 
-    num_classes = args.num_classes or (100 if args.model == "seed004_resnet" else 10)
-    s = summarize(create_model(args.model, num_classes=num_classes))
+    s = summarize(create_model(args.model, num_classes=args.num_classes or None))
     print(s.table())
     if args.budget:
         budget = parse_budget(args.budget)

@@ -104,13 +104,18 @@ class Config:
     progress: bool = True  # show a progress bar
     tta: str = "none"  # test-time augmentation for the final evaluation: none | flip | flip_translate
     time_budget: float = 0.0  # minutes of training: schedules follow elapsed time, the run ends on time (0 = off)
-    tensorboard: bool = False  # also log scalars for TensorBoard into RUN_DIR/tensorboard (needs `tensorboard`)
+    tensorboard: bool = False  # also log scalars and the hparams view for TensorBoard into RUN_DIR/tensorboard
+    csv_log: bool = False  # also log params and metrics as Lightning's CSVLogger does, into RUN_DIR/csv/version_0
+    mlflow: str = ""  # also log to MLflow at this tracking URI (e.g. file:./mlruns or http://host:5000; "" = off)
+    wandb: str = ""  # also log to this Weights & Biases project ("" = off; WANDB_MODE=offline works offline)
     compile: bool = False  # torch.compile the model (the first step compiles for about a minute on CPU)
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over all ranks (CUDA only; per-rank otherwise)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-TTA_MODES = ("none", "flip", "flip_translate")
+# Keys a resumed run may change: how long it runs and what it reports, never what it computes.
+RESUMABLE = ("epochs", "time_budget", "progress", "threads", "checkpoint_every", "device", "tensorboard", "csv_log",
+             "mlflow", "wandb", "out", "early_stop_patience")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")  # PIL's resize filters
 
 
@@ -156,18 +161,15 @@ def _coerce(name: str, value: Any) -> Any:
     raise CifarlabError(f"config key '{name}' expects {typ.__name__}, got {value!r}")
 
 
+# Plain vocabularies. Those with an implementation table (optimizer, schedule, tta, best_metric, plateau_metric)
+# are checked against that table (cifarlab.train.setup.VOCABULARIES).
 _CHOICES = {
-    "optimizer": ("sgd", "adam", "adamw", "muon"),
-    "schedule": ("constant", "multistep", "exponential", "cosine", "cyclic", "onecycle", "triangle", "plateau"),
-    "tta": TTA_MODES,
     "precision": ("auto", "fp32", "bf16"),
     "schedule_interval": ("step", "epoch"),
     "cyclic_mode": ("triangular", "triangular2", "exp_range"),
     "label_mode": ("fine", "coarse"),
     "freeze": ("none", "backbone"),
     "interpolation": INTERPOLATIONS,
-    "best_metric": ("val_top1", "val_top2", "val_top3", "val_loss"),
-    "plateau_metric": ("val_top1", "val_top2", "val_top3", "val_loss"),
 }
 
 
@@ -176,6 +178,11 @@ def validate(cfg: Config) -> Config:
     for key, choices in _CHOICES.items():
         if getattr(cfg, key) not in choices:
             raise CifarlabError(f"config key '{key}' must be one of {', '.join(choices)}; got {getattr(cfg, key)!r}")
+    # Names with an implementation (optimizer, schedule, tta, metrics) are the keys of its table, read from there;
+    # imported here, not at the top, so that reading a config needs no torch.
+    from .train.setup import check_vocabularies
+
+    check_vocabularies(cfg)
     if cfg.bias_lr_scale <= 0:
         raise CifarlabError(f"config key 'bias_lr_scale' must be > 0; got {cfg.bias_lr_scale}")
     for key in ("time_budget", "ema_decay", "lr", "weight_decay", "dropout", "block_dropout", "label_smoothing",

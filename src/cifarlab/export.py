@@ -17,12 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
+from ._version import __version__
 from .data.formats import CIFAR10_CLASSES
 from .errors import CifarlabError
 from .models import create_model
 from .models.weights import load_weights, read_state_dict
-from .train.checkpoint import CHECKPOINT_VERSION, load_checkpoint, model_from_checkpoint, save_checkpoint
+from .train.checkpoint import build_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
 
 FORMATS = ("onnx", "torchscript", "state_dict")
 
@@ -57,12 +57,11 @@ def checkpoint_from_state_dict(weights: str | Path, model: str, *, mean: list[fl
         classes = CIFAR10_CLASSES if num_classes == 10 else [str(i) for i in range(num_classes)]
     if len(classes) != num_classes:
         raise CifarlabError(f"{len(classes)} class names given for a {num_classes}-class classifier")
-    ckpt = {"version": CHECKPOINT_VERSION, "model": model, "model_args": {}, "num_classes": num_classes,
-            "classes": list(classes), "mean": list(map(float, mean)), "std": list(map(float, std)),
-            "state_dict": net.state_dict(), "epoch": 0, "step": 0, "metrics": {},
-            "config": {"model": model, "precision": "fp32", "resize": resize, "interpolation": interpolation,
-                       "val_split": 0},
-            "imported_from": str(weights), "cifarlab_version": __version__}
+    ckpt = build_checkpoint(model=model, model_args={}, classes=classes, mean=mean, std=std,
+                            state_dict=net.state_dict(), metrics={}, epoch=0, step=0,
+                            config={"model": model, "precision": "fp32", "resize": resize,
+                                    "interpolation": interpolation, "val_split": 0},
+                            imported_from=str(weights))
     return ckpt
 
 

@@ -11,12 +11,12 @@ from typing import Any
 import torch
 
 from ..data import BatchLoader, ImageSet, load_eval_split
+from ..device import resolve_device
 from ..errors import CifarlabError
 from ..metrics import per_class_accuracy
 from ..train.checkpoint import load_checkpoint, model_from_checkpoint
 from ..train.engine import evaluate_model
 from ..train.engine import tta_mode as _tta
-from ..train.trainer import resolve_device
 from . import plots
 
 log = logging.getLogger("cifarlab")

@@ -129,12 +129,12 @@ class DenseNet(nn.Module):
 
 
 @register_model
-def resnet18_imagenet(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0) -> ImageNetResNet:
+def resnet18_imagenet(num_classes: int = 10, dropout: float = 0.0) -> ImageNetResNet:
     """torchvision's ResNet-18 layout (11,689,512 parameters at 1,000 classes); for 224-px fine-tuning."""
     return ImageNetResNet([2, 2, 2, 2], num_classes, dropout)
 
 
 @register_model
-def densenet121_imagenet(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0) -> DenseNet:
+def densenet121_imagenet(num_classes: int = 10, dropout: float = 0.0) -> DenseNet:
     """torchvision's DenseNet-121 layout (7,978,856 parameters at 1,000 classes); for 224-px fine-tuning."""
     return DenseNet((6, 12, 24, 16), 32, 64, 4, num_classes, dropout)

@@ -1,6 +1,6 @@
 """The model registry: every model is a small factory registered under a name.
 
-``create_model(name, num_classes=10, **kwargs)`` builds one; an unknown name fails with the list of known ones.
+``create_model(name, num_classes=None, **kwargs)`` builds one; an unknown name fails with the list of known ones.
 """
 
 from __future__ import annotations
@@ -24,14 +24,21 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
-    """Build a registered model; keyword arguments the factory does not take are rejected by name."""
+def check_model(name: str, **kwargs) -> None:
+    """An unknown name lists the known ones; an option the factory does not take lists the ones it does."""
     if name not in _REGISTRY:
         raise CifarlabError(f"unknown model '{name}'; known models: {', '.join(list_models())}")
-    factory = _REGISTRY[name]
-    accepted = inspect.signature(factory).parameters
+    accepted = inspect.signature(_REGISTRY[name]).parameters
     for key in kwargs:
         if key not in accepted:
             valid = [k for k in accepted if k != "num_classes"]
             raise CifarlabError(f"model '{name}' takes no option '{key}'; it takes: {', '.join(valid)}")
-    return factory(num_classes=num_classes, **kwargs)
+
+
+def create_model(name: str, num_classes: int | None = None, **kwargs) -> nn.Module:
+    """Build a registered model. `num_classes` None keeps the factory's own default (10 for CIFAR-10 nets,
+    100 for the CIFAR-100 study's)."""
+    check_model(name, **kwargs)
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    return _REGISTRY[name](**kwargs)

@@ -6,18 +6,18 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import TTA_MODES
 from ..data import BatchLoader
 from ..data.augment import shift
+from ..device import autocast
 from ..errors import CifarlabError, Diverged
 from ..metrics import confusion_matrix, topk_correct
-from .optim import set_lr
+from .optim import set_lrs
+from .state import EpochState
 
 
 def progress_bar(total: int, desc: str, enabled: bool):
@@ -29,49 +29,15 @@ def progress_bar(total: int, desc: str, enabled: bool):
                 disable=not enabled or not (in_notebook or sys.stderr.isatty()))
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto" means bf16 on GPUs (no loss scaling needed) and fp32 on CPUs, where bf16 is only fast with
-    native bf16 instructions (avx512_bf16, AMX): recipes that want it there say `precision: bf16`."""
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
-
-
-def autocast(device: torch.device, precision: str = "auto"):
-    enabled = resolve_precision(precision, device) == "bf16"
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-@dataclass
-class EpochState:
-    """Progress through one epoch. Saved in mid-epoch checkpoints, so a resumed epoch carries on exactly
-    where it stopped: the same remaining batches, the same running totals, the same step log."""
-
-    epoch: int
-    batch: int = 0  # batches already trained in this epoch
-    loss_sum: float = 0.0
-    correct: int = 0
-    seen: int = 0
-    train_time: float = 0.0
-    steps: list = field(default_factory=list)
-    complete: bool = False
-
-    def totals(self) -> dict:
-        return {"train_loss": self.loss_sum / max(1, self.seen), "train_top1": self.correct / max(1, self.seen),
-                "train_time": self.train_time, "images": self.seen}
-
-    def state_dict(self) -> dict:
-        return asdict(self)
-
-
 def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Optimizer, state: EpochState, *,
-                    first_step: int, lr_fn: Callable[[int], float], label_smoothing: float = 0.0,
+                    first_step: int, lr_fn: Callable[[int], list[float]], label_smoothing: float = 0.0,
                     grad_clip: float = 0.0, progress: bool = True, desc: str = "",
                     after_step: Callable[[int, EpochState], None] | None = None,
                     stop: Callable[[], bool] | None = None, precision: str = "auto",
                     any_rank: Callable[[bool], bool] | None = None) -> EpochState:
     """Train on the remaining batches of `state.epoch` (all of them, or until `stop()` says so), updating
-    `state`. `after_step(step, state)` runs after each optimizer step (weight averaging, checkpoints).
+    `state`. `lr_fn(step)` gives each optimizer group's LR; `after_step(step, state)` runs after each optimizer
+    step (the trainer's callbacks: weight averaging, checkpoints, loggers).
     In a distributed run `any_rank(flag)` says whether any rank raised `flag`: every rank stops together
     when one of them diverges, instead of the others waiting for it in the next gradient all-reduce."""
     model.train()
@@ -81,8 +47,9 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
     with progress_bar(len(loader), desc, progress) as bar:
         bar.update(state.batch)
         for x, y in loader.epoch(state.epoch, start_batch=state.batch):
-            lr = lr_fn(step)
-            set_lr(optimizer, lr)
+            lrs = lr_fn(step)
+            set_lrs(optimizer, lrs)
+            lr = lrs[0]  # the logged LR: the first group's (weights, multiplier 1)
             with autocast(device, precision):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
@@ -121,14 +88,14 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
 def tta_mode(tta: str | bool) -> str:
     """True/False are shorthand for "flip"/"none"; strings must name a mode."""
     mode = ("flip" if tta else "none") if isinstance(tta, bool) else tta
-    if mode not in TTA_MODES:
-        raise CifarlabError(f"unknown test-time augmentation '{tta}'; use {', '.join(TTA_MODES)}")
+    if mode not in TTA_VIEWS:
+        raise CifarlabError(f"unknown test-time augmentation '{tta}'; use {', '.join(TTA_VIEWS)}")
     return mode
 
 
 # The views of each test-time augmentation mode: (one-pixel diagonal shift, mirrored, weight). "flip_translate"
 # gives the plain image and its mirror half the weight, and the images shifted one pixel up-left and down-right
-# (border reflected), each with its mirror, the other half.
+# (border reflected), each with its mirror, the other half. config's `tta` is checked against this table.
 TTA_VIEWS = {
     "none": ((0, False, 1.0),),
     "flip": ((0, False, 0.5), (0, True, 0.5)),

@@ -3,13 +3,15 @@
 Parameters fall into two groups: filters/weights (ndim > 1) and the rest (biases, BatchNorm shifts). The
 second group can be exempt from weight decay (`no_decay_bn_bias`) and can learn `bias_lr_scale` times faster
 with its decay divided by the same factor, so its per-step shrinkage is unchanged (the airbench trick).
-Every group carries an `lr_scale`, and :func:`set_lr` sets `lr = base * lr_scale`.
+Every group carries an `lr_scale`, which :func:`cifarlab.train.schedules.step_lrs` multiplies in.
 
 `optimizer: muon` updates conv filters with Muon (momentum, then the update orthogonalized by a Newton-Schulz
 iteration) and everything else with Nesterov SGD.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -26,20 +28,30 @@ def param_groups(model: nn.Module, cfg: Config) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
+# name -> builder(param groups, cfg); config's `optimizer` is checked against this table.
+OPTIMIZERS: dict[str, Callable[[list[dict], Config], torch.optim.Optimizer]] = {
+    "sgd": lambda groups, cfg: torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                                               nesterov=cfg.nesterov and cfg.momentum > 0),
+    "adam": lambda groups, cfg: torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas)),
+    "adamw": lambda groups, cfg: torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas)),
+    "muon": lambda groups, cfg: MuonSGD(groups, lr=cfg.lr, momentum=cfg.momentum, muon_lr_ratio=cfg.muon_lr_ratio,
+                                        muon_momentum=cfg.muon_momentum),
+}
+
+
 def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
-    if cfg.optimizer == "muon":
-        return MuonSGD(groups, lr=cfg.lr, momentum=cfg.momentum, muon_lr_ratio=cfg.muon_lr_ratio,
-                       muon_momentum=cfg.muon_momentum)
-    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-    return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    return OPTIMIZERS[cfg.optimizer](param_groups(model, cfg), cfg)
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for g in optimizer.param_groups:
-        g["lr"] = lr * g.get("lr_scale", 1.0)
+def set_lrs(optimizer: torch.optim.Optimizer, lrs: list[float]) -> None:
+    """Give each parameter group its LR, as :func:`cifarlab.train.schedules.step_lrs` computed them."""
+    for g, lr in zip(optimizer.param_groups, lrs, strict=True):
+        g["lr"] = lr
+
+
+def group_scales(optimizer: torch.optim.Optimizer) -> list[float]:
+    """Each parameter group's LR multiplier."""
+    return [g.get("lr_scale", 1.0) for g in optimizer.param_groups]
 
 
 def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:

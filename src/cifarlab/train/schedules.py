@@ -1,15 +1,18 @@
 """Learning-rate schedules as pure functions of the step (nanoGPT's ``get_lr(it)``), plus reduce-on-plateau,
 the one schedule that needs the validation metric and so keeps a little state.
 
-``lr_at(cfg, step, steps_per_epoch)`` returns the learning rate for optimizer step `step` (0-based).
+``lr_at(cfg, step, steps_per_epoch)`` returns the schedule's learning rate for optimizer step `step` (0-based);
+``step_lrs`` adds the plateau, batch scaling and per-group multipliers: it is what the optimizer is given.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from ..config import Config
+from ..metrics import direction
 
 
 def _warmup(cfg: Config, step: int, steps_per_epoch: int) -> float:
@@ -17,33 +20,80 @@ def _warmup(cfg: Config, step: int, steps_per_epoch: int) -> float:
     return min(1.0, (step + 1) / warm) if warm > 0 else 1.0
 
 
-def lr_at(cfg: Config, step: int, steps_per_epoch: int) -> float:
-    total = cfg.epochs * steps_per_epoch
+# name -> f(cfg, step, steps_per_epoch) -> LR; `step` is already held per epoch where schedule_interval says so.
+# config's `schedule` is checked against this table.
+SCHEDULES: dict[str, Callable[[Config, float, int], float]] = {}
+
+
+def _schedule(*names: str):
+    def register(fn):
+        for name in names:
+            SCHEDULES[name] = fn
+        return fn
+    return register
+
+
+@_schedule("constant", "plateau")  # plateau: constant, scaled by the Plateau's factor on each plateau
+def _constant(cfg: Config, step: float, steps_per_epoch: int) -> float:
+    return cfg.lr * _warmup(cfg, step, steps_per_epoch)
+
+
+@_schedule("multistep")
+def _multistep(cfg: Config, step: float, steps_per_epoch: int) -> float:
+    passed = sum(1 for m in cfg.milestones if step / steps_per_epoch >= m)
+    return cfg.lr * cfg.gamma**passed * _warmup(cfg, step, steps_per_epoch)
+
+
+@_schedule("exponential")
+def _exponential(cfg: Config, step: float, steps_per_epoch: int) -> float:
+    return cfg.lr * cfg.gamma ** math.floor(step / steps_per_epoch) * _warmup(cfg, step, steps_per_epoch)
+
+
+@_schedule("cosine")
+def _cosine(cfg: Config, step: float, steps_per_epoch: int) -> float:
+    warm = cfg.warmup_epochs * steps_per_epoch
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    per_epoch = cfg.schedule_interval == "epoch"
+    span = cfg.epochs if per_epoch else cfg.epochs * steps_per_epoch - warm
+    pos = (step / steps_per_epoch if per_epoch else step - warm) / max(1, span)
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, pos)))
+
+
+@_schedule("cyclic")
+def _cyclic(cfg: Config, step: float, steps_per_epoch: int) -> float:
+    return cyclic_lr(step, cfg.cyclic_base_lr, cfg.lr, cfg.cyclic_step_size, cfg.cyclic_mode, cfg.gamma)
+
+
+@_schedule("triangle")
+def _triangle(cfg: Config, step: float, steps_per_epoch: int) -> float:
+    return triangle_lr(step, cfg.epochs * steps_per_epoch, cfg.lr, cfg.onecycle_pct_start, cfg.onecycle_div_factor,
+                       cfg.final_lr_frac)
+
+
+@_schedule("onecycle")
+def _onecycle(cfg: Config, step: float, steps_per_epoch: int) -> float:
+    return onecycle_lr(step, cfg.epochs * steps_per_epoch, cfg.lr, cfg.onecycle_pct_start, cfg.onecycle_div_factor,
+                       cfg.onecycle_final_div_factor)
+
+
+def lr_at(cfg: Config, step: float, steps_per_epoch: int) -> float:
+    """The schedule's LR at optimizer step `step` (0-based; a float under a time budget)."""
     if cfg.schedule_interval == "epoch":
         step = (step // steps_per_epoch) * steps_per_epoch  # held constant within an epoch, like .step() per epoch
-    epoch = step / steps_per_epoch
-    if cfg.schedule in ("constant", "plateau"):
-        return cfg.lr * _warmup(cfg, step, steps_per_epoch)
-    if cfg.schedule == "multistep":
-        passed = sum(1 for m in cfg.milestones if epoch >= m)
-        return cfg.lr * cfg.gamma**passed * _warmup(cfg, step, steps_per_epoch)
-    if cfg.schedule == "exponential":
-        return cfg.lr * cfg.gamma ** math.floor(epoch) * _warmup(cfg, step, steps_per_epoch)
-    if cfg.schedule == "cosine":
-        warm = cfg.warmup_epochs * steps_per_epoch
-        if step < warm:
-            return cfg.lr * (step + 1) / warm
-        span = cfg.epochs if cfg.schedule_interval == "epoch" else total - warm
-        pos = (epoch if cfg.schedule_interval == "epoch" else step - warm) / max(1, span)
-        return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, pos)))
-    if cfg.schedule == "cyclic":
-        return cyclic_lr(step, cfg.cyclic_base_lr, cfg.lr, cfg.cyclic_step_size, cfg.cyclic_mode, cfg.gamma)
-    if cfg.schedule == "triangle":
-        return triangle_lr(step, total, cfg.lr, cfg.onecycle_pct_start, cfg.onecycle_div_factor, cfg.final_lr_frac)
-    if cfg.schedule == "onecycle":
-        return onecycle_lr(step, total, cfg.lr, cfg.onecycle_pct_start, cfg.onecycle_div_factor,
-                           cfg.onecycle_final_div_factor)
-    raise ValueError(cfg.schedule)
+    return SCHEDULES[cfg.schedule](cfg, step, steps_per_epoch)
+
+
+def step_lrs(cfg: Config, step: float, steps_per_epoch: int, plateau_scale: float,
+             group_scales: list[float]) -> list[float]:
+    """The one answer to "what is the LR of this step": for each optimizer group, the schedule at `step` times
+    the plateau's scale, the batch scaling and the group's multiplier (`lr_scale`, e.g. bias_lr_scale).
+
+    An LR stated for `lr_reference_batch` scales linearly to the batch used (the decay term is lr * wd, so
+    weight decay scales with it and stays decoupled from the batch size in wd's units)."""
+    batch_scale = cfg.batch_size / cfg.lr_reference_batch if cfg.lr_reference_batch else 1.0
+    base = lr_at(cfg, step, steps_per_epoch) * plateau_scale * batch_scale
+    return [base * g for g in group_scales]
 
 
 def cyclic_lr(step: int, base_lr: float, max_lr: float, step_size: int, mode: str, gamma: float) -> float:
@@ -115,5 +165,5 @@ class Plateau:
 def make_plateau(cfg: Config) -> Plateau | None:
     if cfg.schedule != "plateau":
         return None
-    return Plateau("min" if cfg.plateau_metric == "val_loss" else "max", cfg.plateau_factor, cfg.plateau_patience,
+    return Plateau(direction(cfg.plateau_metric), cfg.plateau_factor, cfg.plateau_patience,
                    cfg.plateau_cooldown, cfg.plateau_threshold)

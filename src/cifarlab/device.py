@@ -1,0 +1,48 @@
+"""Where a run computes and in what precision: small enough for evaluate/ to import without the trainer."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from .errors import CifarlabError
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" is the first CUDA GPU when there is one, else the CPU; a CUDA device without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CifarlabError(f"device '{name}' requested but no CUDA GPU is available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise CifarlabError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto" means bf16 on GPUs (no loss scaling needed) and fp32 on CPUs, where bf16 is only fast with
+    native bf16 instructions (avx512_bf16, AMX): recipes that want it there say `precision: bf16`."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    enabled = resolve_precision(precision, device) == "bf16"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
