@@ -11,9 +11,6 @@ from cifarlab.data import channel_mean_std, stratified_split
 from cifarlab.data.stats import grayscale_count
 from cifarlab.errors import CifarlabError
 
-STUDY_RECIPES = ["seed000_resnet9", "seed001_small", "seed001_medium", "seed001_large", "seed002_net",
-                 "seed004_cifar100"]
-
 
 def test_precedence_defaults_recipe_overrides():
     cfg = make_config("seed001_small")
@@ -23,16 +20,18 @@ def test_precedence_defaults_recipe_overrides():
     assert cfg.batch_size == 32 and cfg.lr == 0.05 and cfg.cyclic_mode == "exp_range"
 
 
-@pytest.mark.parametrize("name", STUDY_RECIPES)
-def test_every_study_recipe_loads_and_builds_its_pipeline(name):
+@pytest.mark.parametrize("name", list_recipes())
+def test_every_recipe_loads_and_builds_its_pipeline_and_model(name):
     from cifarlab.data import Pipeline
-    from cifarlab.models import create_model
+    from cifarlab.models.registry import check_model
+    from cifarlab.train.setup import model_args_of
 
     cfg = make_config(name)
     Pipeline(cfg.augment)
-    create_model(cfg.model, num_classes=100 if "100" in name else 10)
-    assert find_recipe(name).read_text().startswith("# Study")
-    assert name in list_recipes()
+    check_model(cfg.model, **model_args_of(cfg))  # every option the recipe passes is one the net takes
+    assert cfg.recipe == name
+    first = find_recipe(name).read_text().splitlines()[0]
+    assert first.startswith("# Study" if name.startswith("seed") else "# ")  # `cifarlab recipes` shows this line
 
 
 def test_seed000_pipeline_is_the_studys_order():

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 
+import cifarlab
 from cifarlab.cli import main
+from cifarlab.errors import Interrupted
 from cifarlab.train.checkpoint import load_checkpoint
 from datagen import make_cifar10_python
 
@@ -69,3 +73,30 @@ def test_a_time_budget_given_on_resume_applies(run_copy, capsys):
     assert code == 0, capsys.readouterr().err
     ckpt = load_checkpoint(run_copy / "last.pt")
     assert ckpt["config"]["time_budget"] == 0.3 and ckpt["epoch"] > 2
+
+
+class SigtermAtStep(cifarlab.Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, trainer, step_log):
+        if step_log["step"] == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)  # the trainer's handler: finish this step, save, stop
+
+
+class ClockAtStart(cifarlab.Callback):
+    def on_fit_start(self, trainer):
+        self.elapsed = trainer.clock.elapsed()
+
+
+def test_a_mid_epoch_resume_under_a_time_budget_counts_the_partial_epochs_seconds(tmp_path):
+    make_cifar10_python(tmp_path / "data", per_batch=20, test=10)  # 90 train images: 9 steps of 10 an epoch
+    with pytest.raises(Interrupted):
+        cifarlab.train(data=str(tmp_path / "data"), model="resnet_small", batch_size=10, time_budget=5,
+                       out=str(tmp_path / "r"), progress=False, report=False, callbacks=[SigtermAtStep(13)])
+    state = load_checkpoint(tmp_path / "r" / "last.pt")["train_state"]
+    assert state["partial"]["batch"] == 5 and state["step"] == 14  # inside epoch 2, after its fifth step
+    assert state["elapsed"] > state["history"][-1]["elapsed"]  # the partial epoch's seconds are in the clock
+    clock = ClockAtStart()
+    cifarlab.train(resume=str(tmp_path / "r"), time_budget=0.01, report=False, callbacks=[clock])
+    assert clock.elapsed >= state["elapsed"]

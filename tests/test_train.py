@@ -158,3 +158,11 @@ def test_user_errors_are_cifarlab_errors(trained_run, tmp_path):
         cifarlab.train(model="resnet_small")
     with pytest.raises(CifarlabError, match="unknown model"):
         cifarlab.train(data=str(trained_run.parent), model="nonet")
+
+
+def test_a_run_gives_the_process_its_thread_count_and_determinism_back(tmp_path):
+    make_cifar10_python(tmp_path, per_batch=10, test=10)
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=1, batch_size=25, threads=1, deterministic=True,
+                   out=str(tmp_path / "r"), progress=False, report=False)
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before

@@ -65,13 +65,16 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
             "config": yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}}
 
 
-def _img(path: Path) -> str:
+def img_tag(path: Path) -> str:
+    """A PNG inlined as a figure, so the page is one self-contained file."""
     data = base64.b64encode(path.read_bytes()).decode()
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{path.name}" data-file="{path.name}">'
             f"<figcaption>{path.name}</figcaption></figure>")
 
 
-def _table(header: list[str], rows: list[list[Any]], sortable: bool = False) -> str:
+def html_table(header: list[str], rows: list[list[Any]], sortable: bool = False) -> str:
+    """An HTML table; numbers carry their value for the column sorter (`sortable`)."""
+
     def cell(v: Any) -> str:
         if isinstance(v, float):
             return f'<td data-v="{v}">{v:.4f}</td>'
@@ -85,7 +88,8 @@ def _table(header: list[str], rows: list[list[Any]], sortable: bool = False) -> 
     return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _page(title: str, body: str) -> str:
+def html_page(title: str, body: str) -> str:
+    """The page around `body`: the shared style sheet and the table sorter (run, comparison and sweep pages)."""
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_STYLE}</style></head><body>{body}<script>{_SORT_JS}</script></body></html>")
 
@@ -130,15 +134,15 @@ def write_run_report(run_dir: str | Path, *, classes: list[str], confusion: torc
     headline = (f"<p class='big'>val top-1 {100 * top1:.2f}%</p>" if isinstance(top1, float)
                 else "<p class='big'>no validation split</p>")
     body = [f"<h1>cifarlab run {html.escape(run['name'])}</h1>", headline,
-            "<h2>Final figures</h2>", _table(list(fig), [list(fig.values())]),
-            "<h2>Plots</h2>", "".join(_img(p) for p in made)]
+            "<h2>Final figures</h2>", html_table(list(fig), [list(fig.values())]),
+            "<h2>Plots</h2>", "".join(img_tag(p) for p in made)]
     if per_class_rows:
-        body += ["<h2>Per-class accuracy</h2>", _table(["class", "accuracy", "images"], per_class_rows, True)]
+        body += ["<h2>Per-class accuracy</h2>", html_table(["class", "accuracy", "images"], per_class_rows, True)]
     if model_summary:
         body += ["<h2>Model</h2>", f"<pre>{html.escape(model_summary)}</pre>"]
     body += ["<h2>Config</h2>", f"<pre>{html.escape(yaml.safe_dump(run['config'], sort_keys=False))}</pre>"]
     page = run_dir / "report.html"
-    page.write_text(_page(f"cifarlab {run['name']}", "".join(body)))
+    page.write_text(html_page(f"cifarlab {run['name']}", "".join(body)))
     log.info("report: %s (%d plots, %.1fs)", page, len(made), time.perf_counter() - start)
     return page
 
@@ -159,12 +163,12 @@ def write_comparison(run_dirs: list[str | Path], out: str | Path) -> Path:
     body = [f"<h1>cifarlab: {len(runs)} runs compared</h1>",
             "<h2>Final figures</h2><p>Click a column to sort. The train-val gap is train minus validation "
             "top-1 at the best epoch (study 002's overfitting measure).</p>",
-            _table(list(figs[0]), [list(f.values()) for f in figs], sortable=True),
-            "<h2>Curves</h2>", _img(curves)]
+            html_table(list(figs[0]), [list(f.values()) for f in figs], sortable=True),
+            "<h2>Curves</h2>", img_tag(curves)]
     for r in runs:
         if (r["dir"] / "lr.png").is_file():
             body += [f"<h2>{html.escape(r['name'])}</h2>",
-                     "".join(_img(r["dir"] / p) for p in ("lr.png", "confusion.png") if (r["dir"] / p).is_file())]
+                     "".join(img_tag(r["dir"] / p) for p in ("lr.png", "confusion.png") if (r["dir"] / p).is_file())]
     page = out / "report.html"
-    page.write_text(_page("cifarlab comparison", "".join(body)))
+    page.write_text(html_page("cifarlab comparison", "".join(body)))
     return page

@@ -119,18 +119,18 @@ def write_plots(study, out: Path) -> list[Path]:
 
 
 def write_page(study, rows: list[dict[str, Any]], plots: list[Path], out: Path, metric: str) -> Path:
-    from ..evaluate.report import _img, _page, _table
+    from ..evaluate.report import html_page, html_table, img_tag
 
     keys = sorted({k for r in rows for k in r["params"]})
-    table = _table(["trial", "state", metric, "epochs", "seconds", *keys, "run directory", "note"],
+    table = html_table(["trial", "state", metric, "epochs", "seconds", *keys, "run directory", "note"],
                    [[r["number"], r["state"], r["value"] if r["value"] is not None else "", r["epochs"],
                      round(r["seconds"]) if r["seconds"] is not None else "", *(_fmt(r["params"].get(k)) for k in keys),
                      r["run_dir"], r["note"]] for r in rows], sortable=True)
     body = (f"<h1>Sweep {study.study_name}</h1><p>{len(rows)} trials; metric {metric} "
             f"({study.direction.name.lower()}); best recipe: <code>best.yaml</code></p>"
-            f"<h2>Trials</h2>{table}<h2>Plots</h2>{''.join(_img(p) for p in plots)}")
+            f"<h2>Trials</h2>{table}<h2>Plots</h2>{''.join(img_tag(p) for p in plots)}")
     path = out / "report.html"
-    path.write_text(_page(f"sweep {study.study_name}", body))
+    path.write_text(html_page(f"sweep {study.study_name}", body))
     return path
 
 

@@ -129,6 +129,8 @@ class Trainer:
     # --- the run ---------------------------------------------------------------------------------------------
     def fit(self) -> RunResult:
         self.dist, device = init_distributed(resolve_device(self.cfg.device))
+        # `threads` and `deterministic` are this run's settings; the caller's process gets its own back
+        threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
         try:
             result = self._fit(device)
             self.dist.barrier()  # rank 0 ends with the final evaluation and summary; nobody leaves before it
@@ -138,6 +140,8 @@ class Trainer:
             raise
         finally:
             self.dist.close()
+            torch.set_num_threads(threads)
+            torch.use_deterministic_algorithms(deterministic)
 
     def _fit(self, device: torch.device) -> RunResult:
         self.device = device
