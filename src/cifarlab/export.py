@@ -11,6 +11,7 @@ writes that same layout back. ONNX files carry that normalization and the class 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,10 @@ import torch
 from torch import nn
 
 from ._version import __version__
+from .config import INTERPOLATIONS
 from .data.formats import CIFAR10_CLASSES
 from .errors import CifarlabError
+from .files import atomic_write, make_dir
 from .models import create_model
 from .models.weights import load_weights, read_state_dict
 from .train.checkpoint import build_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -35,7 +38,7 @@ def import_state_dict(weights: str | Path, model: str, out: str | Path, *, mean:
     ckpt = checkpoint_from_state_dict(weights, model, mean=mean, std=std, classes=classes, resize=resize,
                                       interpolation=interpolation)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(out.parent)
     save_checkpoint(ckpt, out)
     return out
 
@@ -76,9 +79,10 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path, *, opset: int | No
         raise CifarlabError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
     ckpt = load_checkpoint(checkpoint)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(out.parent)
     if fmt == "state_dict":  # the same key layout the studies' notebooks (or torchvision) use
-        torch.save(ckpt["state_dict"], out)
+        with atomic_write(out, "wb", what="export") as fh:
+            torch.save(ckpt["state_dict"], fh)
         return out
     model = model_from_checkpoint(ckpt).eval()
     size = input_size(ckpt)
@@ -89,14 +93,15 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path, *, opset: int | No
     if fmt == "torchscript":
         with torch.no_grad():
             traced = torch.jit.trace(model, example)
-        torch.jit.save(traced, str(out), _extra_files={"cifarlab.json": json.dumps(meta)})
+        with atomic_write(out, "wb", what="export") as fh:
+            torch.jit.save(traced, fh, _extra_files={"cifarlab.json": json.dumps(meta)})
         return out
     return _export_onnx(model, example, out, meta, opset)
 
 
 def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path, meta: dict[str, Any], opset: int | None) -> Path:
     try:
-        import onnx
+        import onnx  # noqa: F401 - the exporter needs it; asked for here to fail with the install line
     except ImportError:
         raise CifarlabError("ONNX export needs onnx and onnxscript: pip install 'cifarlab[onnx]'") from None
     batch = torch.export.Dim("batch", min=1, max=65536)
@@ -109,7 +114,8 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path, meta: dict[
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = f"cifarlab.{key}", json.dumps(value)
-    onnx.save_model(proto, str(out))  # weights inline: these nets are well under protobuf's 2 GB limit
+    with atomic_write(out, "wb", what="export") as fh:  # weights inline: well under protobuf's 2 GB limit
+        fh.write(proto.SerializeToString())  # onnx.save_model wants a named file; this handle is a temp file's
     return out
 
 
@@ -127,10 +133,13 @@ class OnnxClassifier(nn.Module):
         except Exception as exc:  # onnxruntime raises its own types for unreadable files
             raise CifarlabError(f"{path} is not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
         props = self.session.get_modelmeta().custom_metadata_map
-        self.meta = {k.removeprefix("cifarlab."): json.loads(v) for k, v in props.items() if k.startswith("cifarlab.")}
-        if "mean" not in self.meta:
-            raise CifarlabError(f"{path} was not exported by cifarlab (no normalization in its metadata)")
+        self.meta = _check_onnx_meta(path, props)
         self.input_name = self.session.get_inputs()[0].name
+        width = (self.session.get_outputs()[0].shape or [None, None])[-1]
+        classes = self.meta.get("classes") or []
+        if classes and isinstance(width, int) and width != len(classes):
+            raise CifarlabError(f"{path}: metadata cifarlab.classes names {len(classes)} classes for a model with "
+                                f"{width} outputs")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float().contiguous()
@@ -144,3 +153,33 @@ class OnnxClassifier(nn.Module):
                 "config": {"precision": "fp32", "resize": self.meta.get("input_size", 32)
                            if self.meta.get("input_size", 32) != 32 else 0,
                            "interpolation": self.meta.get("interpolation", "bilinear")}}
+
+
+def _check_onnx_meta(path: str | Path, props: dict[str, str]) -> dict[str, Any]:
+    """The cifarlab.* metadata of an ONNX file, checked like a recipe: JSON values of the right types and ranges,
+    each problem one line naming the key."""
+    meta: dict[str, Any] = {}
+    for key, text in props.items():
+        if key.startswith("cifarlab."):
+            try:
+                meta[key.removeprefix("cifarlab.")] = json.loads(text)
+            except ValueError:
+                raise CifarlabError(f"{path}: metadata {key} is not valid JSON") from None
+    if "mean" not in meta:
+        raise CifarlabError(f"{path} was not exported by cifarlab (no normalization in its metadata)")
+    for key in ("mean", "std"):
+        value = meta.get(key)
+        if not (isinstance(value, list) and len(value) == 3 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+            raise CifarlabError(f"{path}: metadata cifarlab.{key} must be 3 finite numbers; got {value!r}")
+    if min(meta["std"]) <= 0:
+        raise CifarlabError(f"{path}: metadata cifarlab.std must be positive; got {meta['std']}")
+    classes = meta.get("classes", [])
+    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise CifarlabError(f"{path}: metadata cifarlab.classes must be a list of names; got {classes!r}")
+    size = meta.get("input_size", 32)
+    if not (isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= 4096):
+        raise CifarlabError(f"{path}: metadata cifarlab.input_size must be a whole number in [8, 4096]; got {size!r}")
+    if meta.get("interpolation", "bilinear") not in INTERPOLATIONS:
+        raise CifarlabError(f"{path}: metadata cifarlab.interpolation must be one of {', '.join(INTERPOLATIONS)}")
+    return meta

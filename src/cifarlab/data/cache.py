@@ -11,12 +11,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..errors import CifarlabError
+from ..files import atomic_write, make_dir
 from .formats import ImageSet, Source
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,8 @@ def source_fingerprint(source: Source) -> str:
         for p in sorted(source.path.rglob("*")):
             if p.is_file():
                 st = p.stat()
-                h.update(f"{p.relative_to(source.path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+                # os.fsencode: a file name that is not UTF-8 still hashes (as its original bytes)
+                h.update(os.fsencode(p.relative_to(source.path)) + f":{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:24]
 
 
@@ -55,19 +58,15 @@ def load_cached(source: Source, split: str, label_mode: str = "fine", use_cache:
                 meta = json.loads(str(z["meta"]))
                 return ImageSet(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]),
                                 meta["classes"], meta["ids"])
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("ignoring unreadable cache entry %s (%s)", path, exc)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # e.g. a truncated entry
+            log.warning("ignoring unreadable cache entry %s (%s); decoding again", path, exc)
     log.info("decoding %s split of %s once into the cache at %s", split, source.path, path)
     data = source.read(split, label_mode)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
+        make_dir(path.parent)
+        with atomic_write(path, "wb", what="cache") as fh:
             np.savez(fh, images=data.images.numpy(), labels=data.labels.numpy(),
                      meta=np.array(json.dumps({"classes": data.classes, "ids": data.ids})))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:  # a read-only or full cache directory only costs speed
-        log.warning("could not write cache %s: %s", path, exc)
+    except CifarlabError as exc:  # a read-only or full cache directory only costs speed
+        log.warning("%s (the data was read; only the cache is missing)", exc)
     return data

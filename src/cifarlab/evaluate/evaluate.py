@@ -13,6 +13,7 @@ import torch
 from ..data import BatchLoader, ImageSet, load_eval_split
 from ..device import resolve_device
 from ..errors import CifarlabError
+from ..files import atomic_write, make_dir, write_text
 from ..metrics import per_class_accuracy
 from ..train.checkpoint import load_checkpoint, model_from_checkpoint
 from ..train.engine import evaluate_model
@@ -79,13 +80,13 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
     per_class = per_class_accuracy(res["confusion"]).tolist()
 
     out_dir = Path(out) if out else Path(checkpoint).resolve().parent / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "confusion.csv", "w", newline="") as fh:
+    make_dir(out_dir)
+    with atomic_write(out_dir / "confusion.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["true\\pred", *classes])
         for name, row in zip(classes, res["confusion"].tolist(), strict=True):
             w.writerow([name, *row])
-    with open(out_dir / "per_class.csv", "w", newline="") as fh:
+    with atomic_write(out_dir / "per_class.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["class", "accuracy", "count"])
         for name, acc, cnt in zip(classes, per_class, res["confusion"].sum(1).tolist(), strict=True):
@@ -93,7 +94,7 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
     metrics = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "count": res["count"],
                "loss": res["loss"], "top1": res["top1"], "top2": res["top2"], "top3": res["top3"],
                "per_class": dict(zip(classes, per_class, strict=True)), "tta": tta}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     plots.confusion(res["confusion"], classes, out_dir / "confusion.png", title=f"confusion matrix ({split})")
     plots.per_class(per_class, classes, out_dir / "per_class.png")
     metrics["confusion"] = res["confusion"]

@@ -14,13 +14,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from ..files import atomic_write  # noqa: E402
+
 DPI = 100
 
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    try:
+        with atomic_write(path, "wb", what="plot") as fh:
+            fig.savefig(fh, dpi=DPI, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 

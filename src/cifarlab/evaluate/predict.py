@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from ..data import ImageSet, read_unlabeled_pickle
 from ..data.formats import IMAGE_SUFFIXES
 from ..errors import CifarlabError
+from ..files import atomic_write, make_dir
 from ..train.engine import evaluate_model
 from ..train.engine import tta_mode as _tta
 from .evaluate import inference_loader, load_for_inference
@@ -29,6 +30,9 @@ def _read_image(path: Path, size: int = 32) -> np.ndarray:
             if img.size != (size, size):
                 img = img.resize((size, size), Image.BILINEAR)
             return np.asarray(img).transpose(2, 0, 1)
+    except Image.DecompressionBombError:
+        raise CifarlabError(f"image {path} is too large to decode: over {2 * Image.MAX_IMAGE_PIXELS:,} pixels "
+                            "(PIL's decompression-bomb limit)") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise CifarlabError(f"cannot read image {path}: {exc}") from None
 
@@ -77,9 +81,9 @@ def predict(checkpoint: str | Path, inputs: str | Path | list, out: str | Path =
     pred = probs.argmax(1).tolist()
     classes = ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])]
     out = Path(out)
-    if out.parent != Path(""):
-        out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as fh:
+    make_dir(out.parent)
+    # surrogateescape: an id from a file name that is not UTF-8 is written as the name's own bytes
+    with atomic_write(out, "w", newline="", encoding="utf-8", errors="surrogateescape", what="predictions") as fh:
         w = csv.writer(fh)
         w.writerow(["ID", "Labels"])
         for i, p in zip(data.ids, pred, strict=True):

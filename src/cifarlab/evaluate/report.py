@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from ..errors import CifarlabError
+from ..files import make_dir, write_text
 from ..metrics import per_class_accuracy
 from . import plots
 
@@ -142,7 +143,7 @@ def write_run_report(run_dir: str | Path, *, classes: list[str], confusion: torc
         body += ["<h2>Model</h2>", f"<pre>{html.escape(model_summary)}</pre>"]
     body += ["<h2>Config</h2>", f"<pre>{html.escape(yaml.safe_dump(run['config'], sort_keys=False))}</pre>"]
     page = run_dir / "report.html"
-    page.write_text(html_page(f"cifarlab {run['name']}", "".join(body)))
+    write_text(page, html_page(f"cifarlab {run['name']}", "".join(body)))
     log.info("report: %s (%d plots, %.1fs)", page, len(made), time.perf_counter() - start)
     return page
 
@@ -157,7 +158,7 @@ def write_comparison(run_dirs: list[str | Path], out: str | Path) -> Path:
         for r in runs:
             r["name"] = f"{r['dir'].parent.name}/{r['name']}"
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     curves = plots.curves({r["name"]: r["epochs"] for r in runs}, out / "curves.png")
     figs = [_final_figures(r) for r in runs]
     body = [f"<h1>cifarlab: {len(runs)} runs compared</h1>",
@@ -170,5 +171,5 @@ def write_comparison(run_dirs: list[str | Path], out: str | Path) -> Path:
             body += [f"<h2>{html.escape(r['name'])}</h2>",
                      "".join(img_tag(r["dir"] / p) for p in ("lr.png", "confusion.png") if (r["dir"] / p).is_file())]
     page = out / "report.html"
-    page.write_text(html_page("cifarlab comparison", "".join(body)))
+    write_text(page, html_page("cifarlab comparison", "".join(body)))
     return page

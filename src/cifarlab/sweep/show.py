@@ -11,6 +11,7 @@ from typing import Any
 
 from ..config import make_config, to_yaml
 from ..errors import CifarlabError
+from ..files import atomic_write, make_dir, write_text
 from .study import SQLITE_NAME, _optuna, open_storage, storage_url
 
 log = logging.getLogger("cifarlab")
@@ -109,7 +110,8 @@ def write_plots(study, out: Path) -> list[Path]:
             fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
             fig.set_size_inches(7.5, 4.5)
             fig.tight_layout()
-            fig.savefig(out / name, dpi=100)
+            with atomic_write(out / name, "wb", what="plot") as fh:
+                fig.savefig(fh, dpi=100, format="png")
             plt.close(fig)
             made.append(out / name)
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. importances of a single trial
@@ -130,7 +132,7 @@ def write_page(study, rows: list[dict[str, Any]], plots: list[Path], out: Path, 
             f"({study.direction.name.lower()}); best recipe: <code>best.yaml</code></p>"
             f"<h2>Trials</h2>{table}<h2>Plots</h2>{''.join(img_tag(p) for p in plots)}")
     path = out / "report.html"
-    path.write_text(html_page(f"sweep {study.study_name}", body))
+    write_text(path, html_page(f"sweep {study.study_name}", body))
     return path
 
 
@@ -141,11 +143,11 @@ def show_sweep(target: str | Path, *, study_name: str | None = None, out: str | 
     metric = spec.get("metric", "value")
     rows = ranked_trials(study)
     out = Path(out) if out else (Path(target) if Path(target).is_dir() else Path("runs") / "sweeps" / study.study_name)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     result: dict[str, Any] = {"study": study.study_name, "rows": rows, "table": format_table(rows, metric),
                               "best_recipe": None, "out": out}
     if any(r["state"] == "COMPLETE" for r in rows):
-        (out / "best.yaml").write_text(best_recipe(study))
+        write_text(out / "best.yaml", best_recipe(study))
         result["best_recipe"] = out / "best.yaml"
     result["plots"] = write_plots(study, out)
     result["page"] = write_page(study, rows, result["plots"], out, metric)

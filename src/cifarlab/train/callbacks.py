@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from ..files import append_lines, write_text
 from ..models import summarize
 
 if TYPE_CHECKING:
@@ -110,13 +111,12 @@ class MetricsLog(Callback):
 
     def on_fit_start(self, trainer: Trainer) -> None:
         if not trainer.resuming:
-            (trainer.run_dir / "metrics.jsonl").write_text("")
+            write_text(trainer.run_dir / "metrics.jsonl", "")
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
-        with open(trainer.run_dir / "metrics.jsonl", "a") as fh:
-            for s in trainer.epoch_state.steps:
-                fh.write(json.dumps(s) + "\n")
-            fh.write(json.dumps(row) + "\n")
+        # one durable append per epoch: a full disk cuts it back whole, and last.pt (written next) stays behind it
+        append_lines(trainer.run_dir / "metrics.jsonl", [json.dumps(s) for s in trainer.epoch_state.steps]
+                     + [json.dumps(row)])
 
 
 class PlateauStep(Callback):
@@ -143,7 +143,9 @@ class Checkpointing(Callback):
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
         best = trainer.state.best_epoch == row["epoch"]
-        trainer.save(("last.pt", "best.pt") if best else ("last.pt",), metrics=row)
+        # best.pt before last.pt: if a write fails between them, last.pt still says the epoch is to be trained
+        # again, so a resume rewrites both; the other order could leave a stale best.pt the state calls current
+        trainer.save(("best.pt", "last.pt") if best else ("last.pt",), metrics=row)
 
     def on_interrupt(self, trainer: Trainer) -> None:
         if trainer.stopped_by_signal:

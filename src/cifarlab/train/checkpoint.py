@@ -9,9 +9,7 @@ state moved into ``train_state``) are read by :func:`_from_v1` and load as versi
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from torch import nn
 
 from .._version import __version__
 from ..errors import CifarlabError
+from ..files import atomic_write
 from ..models import create_model
 from ..models.weights import load_tensors
 
@@ -87,21 +86,9 @@ def check_keys(ckpt: dict[str, Any], where: str) -> None:
 
 
 def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
-    """Write to a temp file in the same directory, fsync, then rename: a crash leaves the old file whole."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(ckpt, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise CifarlabError(f"could not write checkpoint {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Written whole or not at all (cifarlab.files): a crash or a full disk leaves the old file."""
+    with atomic_write(path, "wb", what="checkpoint") as fh:
+        torch.save(ckpt, fh)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -98,6 +98,13 @@ def build_parts(cfg: Config, dist: DistContext, device: torch.device, resuming: 
 
     t0 = time.perf_counter()
     splits = load_splits(cfg.data, cfg.val_split, cfg.split_seed, cfg.label_mode)
+    height, width = splits.train.images.shape[-2:]
+    if min(height, width) < 8 and not cfg.resize:  # every registered net downsamples at least 8x
+        raise CifarlabError(f"{cfg.data}: images are {width}x{height} pixels; the models need at least 8x8 "
+                            "(set resize to scale them up)")
+    if len(splits.classes) < 2:
+        raise CifarlabError(f"{cfg.data}: only one class ({', '.join(splits.classes) or 'none'}) in the training "
+                            "split; a classifier needs two or more")
     auto_mean, auto_std = (channel_mean_std(splits.train.images) if "auto" in (cfg.mean, cfg.std) else (None, None))
     mean = list(cfg.mean) if cfg.mean != "auto" else auto_mean
     std = list(cfg.std) if cfg.std != "auto" else auto_std

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
+import shutil
 import signal
 import threading
 import time
@@ -32,6 +32,7 @@ from .._version import __version__
 from ..config import RESUMABLE, Config, apply_overrides, find_recipe, make_config, to_yaml, validate
 from ..device import resolve_device
 from ..errors import CifarlabError, Interrupted
+from ..files import RunLock, read_jsonl, write_text
 from ..models import count_params
 from .callbacks import (
     Callback,
@@ -64,7 +65,8 @@ class RunResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _make_run_dir(cfg: Config) -> Path:
+def _make_run_dir(cfg: Config) -> tuple[Path, RunLock]:
+    """The run directory, locked for this process (a second run on it is refused before it writes anything)."""
     if cfg.out:
         run_dir = Path(cfg.out)
     else:
@@ -72,14 +74,16 @@ def _make_run_dir(cfg: Config) -> Path:
         run_dir = Path("runs") / f"{cfg.recipe or cfg.model}-{stamp}"
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-        for stale in run_dir.glob(".*.pt.*.tmp"):  # temp files of a checkpoint write a SIGKILL cut short
-            stale.unlink()
     except OSError as exc:
         raise CifarlabError(f"run directory {run_dir} is not writable: {exc.strerror or exc}") from None
-    return run_dir
+    lock = RunLock(run_dir).acquire()
+    try:
+        for stale in run_dir.glob(".*.tmp"):  # temp files of a write (cifarlab.files) a SIGKILL cut short
+            stale.unlink()
+    except OSError as exc:
+        lock.release()
+        raise CifarlabError(f"run directory {run_dir} is not writable: {exc.strerror or exc}") from None
+    return run_dir, lock
 
 
 class Trainer:
@@ -102,6 +106,7 @@ class Trainer:
         self.stopped_by_signal = False  # the run is ending inside an epoch because of a signal
         self._agreed_stop = 0.0  # distributed: the stop code agreed at the last step
         self.last_eval: dict[str, Any] = {}  # the latest validation pass (confusion, probabilities)
+        self._lock: RunLock | None = None  # rank 0's hold on the run directory
 
     @property
     def resuming(self) -> bool:
@@ -140,12 +145,20 @@ class Trainer:
             raise
         finally:
             self.dist.close()
+            if self._lock is not None:
+                self._lock.release()
             torch.set_num_threads(threads)
             torch.use_deterministic_algorithms(deterministic)
 
     def _fit(self, device: torch.device) -> RunResult:
         self.device = device
-        self.parts = build_parts(self.cfg, self.dist, device, self.resuming)
+        self._claim_run_dir()  # before the data is read: a second run on this --out stops here, having read nothing
+        try:
+            self.parts = build_parts(self.cfg, self.dist, device, self.resuming)
+        except BaseException:
+            if self._made_run_dir:  # a run that never started leaves no empty folder behind
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
         self._open(device)
         self.callbacks.call("on_fit_start", self)
         self._catch_signals()
@@ -158,15 +171,22 @@ class Trainer:
             self._restore_signals()
         return self._finish()
 
+    def _claim_run_dir(self) -> None:
+        """The run directory, made and locked by rank 0; the other ranks learn its name."""
+        made = None
+        self._made_run_dir = False
+        if self.dist.main:
+            self._made_run_dir = not (self.cfg.out and Path(self.cfg.out).exists())
+            made, self._lock = _make_run_dir(self.cfg)
+        self.run_dir = Path(self.dist.broadcast(str(made) if self.dist.main else None))
+
     def _open(self, device: torch.device) -> None:
-        """Run directory, resolved config, state and clock (restored on resume), callbacks."""
+        """Resolved config, state and clock (restored on resume), callbacks."""
         cfg, dist = self.cfg, self.dist
-        # Only rank 0 writes; the others learn its run directory's name.
-        self.run_dir = Path(dist.broadcast(str(_make_run_dir(cfg)) if dist.main else None))
         saved_cfg = dataclasses.replace(cfg, data=str(Path(cfg.data).expanduser().resolve()), out="")
         self.saved_config = dataclasses.asdict(saved_cfg)
         if dist.main:
-            (self.run_dir / "config.yaml").write_text(to_yaml(saved_cfg))
+            write_text(self.run_dir / "config.yaml", to_yaml(saved_cfg))
         self.state = TrainState(metric=cfg.best_metric, patience=cfg.early_stop_patience)
         if self.resume is not None:
             self._restore(self.resume, device)
@@ -336,7 +356,7 @@ class Trainer:
             "wall_seconds": time.perf_counter() - p.started, "device": str(self.device), "mean": p.mean,
             "std": p.std, "cifarlab_version": __version__,
         }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         self.callbacks.call("on_fit_end", self, summary)
         log.info("done: best %s %.4f at epoch %d; run directory %s", cfg.best_metric,
                  st.best if st.best is not None else float("nan"), st.best_epoch, self.run_dir)
@@ -344,22 +364,14 @@ class Trainer:
 
 
 def _previous_epochs(path: Path, upto: int, rewrite: bool = True) -> list[dict]:
-    """The history a resumed run already wrote. Lines written after its checkpoint (a kill can land between
+    """The epoch rows a resumed run already wrote. Lines written after its checkpoint (a kill can land between
     the metrics line and the checkpoint) are dropped from the file, so no epoch or step appears twice."""
-    rows, kept = [], []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            row = json.loads(line) if line.strip() else {}
-            if row.get("type") == "epoch" and row["epoch"] <= upto:
-                rows.append(row)
-                kept.append(line)
-            elif row.get("type") == "step" and row["epoch"] < upto:
-                kept.append(line)
-        if rewrite:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(f"{line}\n" for line in kept))
-            os.replace(tmp, path)
-    return rows
+    rows = read_jsonl(path) if path.is_file() else []
+    kept = [r for r in rows if (r.get("type") == "epoch" and r["epoch"] <= upto)
+            or (r.get("type") == "step" and r["epoch"] < upto)]
+    if rewrite and path.is_file():
+        write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return [r for r in kept if r["type"] == "epoch"]
 
 
 def _epoch_line(row: dict, epochs: int, improved: bool) -> str:
