@@ -313,5 +313,6 @@ def test_sigkill_inside_a_checkpoint_write_leaves_a_loadable_file(tmp_path):
     from cifarlab.config import make_config
     from cifarlab.train.trainer import _make_run_dir
 
-    _make_run_dir(make_config(out=str(tmp_path)))  # a resumed run sweeps the killed writes' temp files
-    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"], leftovers
+    _, lock = _make_run_dir(make_config(out=str(tmp_path)))  # a resumed run sweeps the killed writes' temp files
+    lock.release()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "last.pt"], leftovers

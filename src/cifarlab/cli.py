@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from typing import Any
 
 import yaml
 
-from .config import INTERPOLATIONS
+from .config import INTERPOLATIONS, MAX_RESIZE
 from .errors import CifarlabError, Interrupted
 
 log = logging.getLogger("cifarlab")
@@ -33,9 +34,12 @@ def _parse_overrides(tokens: list[str]) -> dict[str, Any]:
             else:
                 value = "true"
         try:
-            out[key.replace("-", "_")] = yaml.safe_load(value)
+            parsed = yaml.safe_load(value)
         except yaml.YAMLError:
-            out[key.replace("-", "_")] = value
+            parsed = value
+        if parsed is None:  # `--lr=` or `--lr null` would otherwise keep the default without a word
+            raise CifarlabError(f"--{key} needs a value (got {value!r})")
+        out[key.replace("-", "_")] = parsed
         i += 1
     return out
 
@@ -192,10 +196,33 @@ def _weights_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--std", type=float, nargs=3, help="with --model: normalization std it was trained with")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, ending a usage error with one line (the usage is one `--help` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _count(low: int, high: int | None = None):
+    """An argparse type: a whole number >= low (and <= high)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            span = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be {span}, got {value}")
+        return value
+    parse.__name__ = f"whole number >= {low}"
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cifarlab", description=__doc__)
+    p = _Parser(prog="cifarlab", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model from a recipe; any config key can be given as --key value")
     t.add_argument("--recipe", help="recipe name or YAML file (a run's config.yaml re-runs it)")
@@ -215,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="output directory (default: eval/ beside the checkpoint)")
     e.add_argument("--tta", nargs="?", const="flip", default="none", choices=["none", "flip", "flip_translate"],
                    help="test-time augmentation (--tta alone: flip)")
-    e.add_argument("--batch-size", type=int, default=500)
+    e.add_argument("--batch-size", type=_count(1), default=500)
     e.add_argument("--device", default="auto")
     _weights_options(e)
     e.set_defaults(func=cmd_eval)
@@ -227,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tta", nargs="?", const="flip", default="none", choices=["none", "flip", "flip_translate"],
                    help="test-time augmentation (--tta alone: flip)")
     r.add_argument("--label-names", action="store_true", help="write class names instead of indices")
-    r.add_argument("--batch-size", type=int, default=500)
+    r.add_argument("--batch-size", type=_count(1), default=500)
     r.add_argument("--device", default="auto")
     _weights_options(r)
     r.set_defaults(func=cmd_predict)
@@ -240,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--mean", type=float, nargs=3, help="normalization mean the weights were trained with ([0,1])")
     im.add_argument("--std", type=float, nargs=3, help="normalization std the weights were trained with ([0,1])")
     im.add_argument("--classes", nargs="+", help="class names (default: CIFAR-10's for 10 outputs)")
-    im.add_argument("--resize", type=int, default=0, help="input size the weights expect (default: 32)")
+    im.add_argument("--resize", type=_count(0, MAX_RESIZE), default=0,
+                    help="input size the weights expect (default: 32)")
     im.add_argument("--interpolation", default="bilinear", choices=INTERPOLATIONS)
     im.set_defaults(func=cmd_import)
 
@@ -251,12 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=cmd_export)
 
     m = sub.add_parser("models", help="list registered models with parameters and MACs")
-    m.add_argument("--num-classes", type=int)
+    m.add_argument("--num-classes", type=_count(1))
     m.set_defaults(func=cmd_models)
 
     s = sub.add_parser("summary", help="layer table of a model (torchsummary format)")
     s.add_argument("model")
-    s.add_argument("--num-classes", type=int)
+    s.add_argument("--num-classes", type=_count(1))
     s.add_argument("--budget", help="exit non-zero when the model has more parameters, e.g. 5M")
     s.set_defaults(func=cmd_summary)
 
@@ -269,11 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     rc.set_defaults(func=cmd_recipes)
 
     sw = sub.add_parser("sweep", help="hyper-parameter sweeps on Optuna (one machine or many workers)")
-    swsub = sw.add_subparsers(dest="sweep_command", required=True)
+    swsub = sw.add_subparsers(dest="sweep_command", required=True, parser_class=_Parser)
     sr = swsub.add_parser("run", help="run (or join) the sweep in FILE; any config key as --key value applies to "
                                       "every trial")
     sr.add_argument("file", help="sweep YAML file (see recipes/sweeps/)")
-    sr.add_argument("--trials", type=int, help="finished trials the study stops at (default: the file's)")
+    sr.add_argument("--trials", type=_count(1), help="finished trials the study stops at (default: the file's)")
     sr.add_argument("--storage", help="database URL shared by workers, e.g. postgresql://user:pw@host/db "
                                       "(default: an SQLite file in the sweep directory)")
     sr.add_argument("--out", help="sweep directory: trial runs, study.db, report (default runs/sweeps/<name>)")
@@ -285,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     sh.set_defaults(func=cmd_sweep_show)
 
     d = sub.add_parser("data", help="download datasets and inspect them")
-    dsub = d.add_subparsers(dest="data_command", required=True)
+    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     dl = dsub.add_parser("download", help="fetch an official archive, check its MD5, extract it safely")
     dl.add_argument("name", choices=["cifar10", "cifar10-binary", "cifar100"])
     dl.add_argument("--to", required=True, help="target directory")
@@ -295,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--split", default="train")
     ds.add_argument("--label-mode", default="fine", choices=["fine", "coarse"])
     ds.add_argument("--json", action="store_true")
-    ds.add_argument("--resize", type=int, default=0, help="statistics of the images resized to this size")
+    ds.add_argument("--resize", type=_count(0, MAX_RESIZE), default=0,
+                    help="statistics of the images resized to this size")
     ds.add_argument("--interpolation", default="bilinear", choices=INTERPOLATIONS)
     ds.set_defaults(func=cmd_data_stats)
     return p
@@ -321,6 +350,16 @@ def main(argv: list[str] | None = None) -> int:
         print("cifarlab: interrupted; the last completed epoch's last.pt is kept "
               "(continue with: cifarlab train --resume RUN_DIR)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `cifarlab ... | head` closed our output: nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:  # a fault of cifarlab's own: one line, the traceback on request
+        if args.debug:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"cifarlab: internal error: {type(exc).__name__}: {first} (run again with --debug for the traceback; "
+              "please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Unknown keys and values of the wrong type are rejected with the key named.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -117,6 +118,9 @@ FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 RESUMABLE = ("epochs", "time_budget", "progress", "threads", "checkpoint_every", "device", "tensorboard", "csv_log",
              "mlflow", "wandb", "out", "early_stop_patience")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")  # PIL's resize filters
+# The largest size images are resized to (px): 32-px CIFAR images gain nothing beyond it, and a batch at 6,000 px
+# would need gigabytes per image before any check could say so.
+MAX_RESIZE = 1024
 
 
 def _type_of(name: str) -> Any:
@@ -173,48 +177,95 @@ _CHOICES = {
 }
 
 
+# The range of every numeric key: (low, high, low included, high included). Every float must also be finite, so
+# nan and inf never reach a run (a nan LR would train until it diverged; an infinite time budget never ends).
+_INF = float("inf")
+_AT_LEAST_0 = (0, _INF, True, False)
+_POSITIVE = (0, _INF, False, False)
+_UNIT = (0, 1, True, False)  # [0, 1)
+_BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
+    **dict.fromkeys(("dropout", "block_dropout", "label_smoothing", "momentum", "muon_momentum", "ema_decay"), _UNIT),
+    **dict.fromkeys(("lr", "weight_decay", "grad_clip", "min_lr", "warmup_epochs", "ema_ramp", "stem_bias_epochs",
+                     "final_lr_frac", "plateau_threshold", "cyclic_base_lr", "time_budget", "val_split"), _AT_LEAST_0),
+    **dict.fromkeys(("bias_lr_scale", "muon_lr_ratio", "gamma", "onecycle_div_factor", "onecycle_final_div_factor"),
+                    _POSITIVE),
+    "plateau_factor": (0, 1, False, True),
+    "onecycle_pct_start": (0, 1, False, False),
+    **dict.fromkeys(("epochs", "batch_size", "eval_batch_size", "ema_every", "cyclic_step_size"),
+                    (1, _INF, True, False)),
+    **dict.fromkeys(("lr_reference_batch", "plateau_patience", "plateau_cooldown", "early_stop_patience",
+                     "checkpoint_every", "threads", "unfreeze_epoch"), _AT_LEAST_0),
+    "resize": (0, MAX_RESIZE, True, True),
+}
+
+
+def _check_range(key: str, value: float) -> None:
+    low, high, low_in, high_in = _BOUNDS[key]
+    if not (low < value or (low_in and value == low)) or not (value < high or (high_in and value == high)):
+        if high == _INF:
+            span = f"{'>=' if low_in else '>'} {low}"
+        else:
+            span = f"in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+        raise CifarlabError(f"config key '{key}' must be {span}; got {value}")
+
+
+def _numbers(key: str, value: Any, count: int | None = None, alternative: str = "") -> list[float]:
+    """A list of finite numbers (of length `count`), or a one-line error naming the key (and the `alternative`
+    value it may take instead)."""
+    ok = isinstance(value, (list, tuple)) and (count is None or len(value) == count) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    if not ok:
+        size = f"{count} " if count else ""
+        raise CifarlabError(f"config key '{key}' must be {alternative}a list of {size}finite numbers; got {value!r}")
+    return [float(v) for v in value]
+
+
 def validate(cfg: Config) -> Config:
-    """Reject values no run could use, naming the key."""
+    """Reject values no run could use, naming the key: vocabularies, finite numbers, ranges, list shapes."""
     for key, choices in _CHOICES.items():
         if getattr(cfg, key) not in choices:
             raise CifarlabError(f"config key '{key}' must be one of {', '.join(choices)}; got {getattr(cfg, key)!r}")
+    for key, f in FIELDS.items():
+        value = getattr(cfg, key)
+        if f.type == "float" and not math.isfinite(value):
+            raise CifarlabError(f"config key '{key}' must be a finite number; got {value}")
+        if key in _BOUNDS:
+            _check_range(key, value)
+    if cfg.val_split >= 1 and (not float(cfg.val_split).is_integer() or cfg.val_split < 2):
+        raise CifarlabError(f"config key 'val_split' is a fraction below 1 or a whole number of images (>= 2); "
+                            f"got {cfg.val_split}")
+    if cfg.pretrained in (None, "none"):  # `--pretrained none` starts a pretrained recipe from random weights
+        cfg.pretrained = ""
+    if 0 < cfg.resize < 8:
+        raise CifarlabError(f"config key 'resize' must be 0 (keep the images' size) or >= 8; got {cfg.resize}")
+    for key in ("mean", "std"):
+        value = getattr(cfg, key)
+        if value != "auto":
+            values = _numbers(key, value, 3, alternative="'auto' or ")
+            if key == "std" and min(values) <= 0:
+                raise CifarlabError(f"config key 'std' must be positive; got {value}")
+    for i, beta in enumerate(_numbers("betas", cfg.betas, 2)):
+        if not 0 <= beta < 1:
+            raise CifarlabError(f"config key 'betas' item {i} must be in [0, 1); got {beta}")
+    if any(m < 0 for m in _numbers("milestones", cfg.milestones)):
+        raise CifarlabError(f"config key 'milestones' must be epochs >= 0; got {cfg.milestones}")
+    for i, item in enumerate(cfg.resize_schedule):
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in item)
+                and item[0] >= 0 and 8 <= item[1] <= MAX_RESIZE and float(item[1]).is_integer()):
+            raise CifarlabError(f"config key 'resize_schedule' item {i} must be [from_epoch >= 0, size in [8, "
+                                f"{MAX_RESIZE}]]; "
+                                f"got {item!r}")
+    for i, aug in enumerate(cfg.augment):
+        if not isinstance(aug, dict) or "name" not in aug:
+            raise CifarlabError(f"config key 'augment' item {i} must be a mapping with a 'name'; got {aug!r}")
+    if not isinstance(cfg.model_args, dict) or not all(isinstance(k, str) for k in cfg.model_args):
+        raise CifarlabError(f"config key 'model_args' must be a mapping of option names; got {cfg.model_args!r}")
     # Names with an implementation (optimizer, schedule, tta, metrics) are the keys of its table, read from there;
     # imported here, not at the top, so that reading a config needs no torch.
     from .train.setup import check_vocabularies
 
     check_vocabularies(cfg)
-    if cfg.bias_lr_scale <= 0:
-        raise CifarlabError(f"config key 'bias_lr_scale' must be > 0; got {cfg.bias_lr_scale}")
-    for key in ("time_budget", "ema_decay", "lr", "weight_decay", "dropout", "block_dropout", "label_smoothing",
-                "grad_clip", "val_split",
-                "min_lr", "warmup_epochs"):
-        if getattr(cfg, key) < 0:
-            raise CifarlabError(f"config key '{key}' must be >= 0; got {getattr(cfg, key)}")
-    if cfg.pretrained in (None, "none"):  # `--pretrained none` starts a pretrained recipe from random weights
-        cfg.pretrained = ""
-    if cfg.resize and cfg.resize < 8 or cfg.unfreeze_epoch < 0:
-        raise CifarlabError("config key 'resize' must be 0 or >= 8, and 'unfreeze_epoch' >= 0")
-    for key in ("epochs", "batch_size", "eval_batch_size"):
-        if getattr(cfg, key) < 1:
-            raise CifarlabError(f"config key '{key}' must be >= 1; got {getattr(cfg, key)}")
-    if not 0 <= cfg.dropout < 1 or not 0 <= cfg.block_dropout < 1 or not 0 <= cfg.label_smoothing < 1:
-        raise CifarlabError("config keys 'dropout', 'block_dropout' and 'label_smoothing' must be in [0, 1)")
-    for key in ("mean", "std"):
-        val = getattr(cfg, key)
-        if val != "auto" and not (isinstance(val, (list, tuple)) and len(val) == 3
-                                  and all(isinstance(v, (int, float)) for v in val)):
-            raise CifarlabError(f"config key '{key}' must be 'auto' or a list of 3 numbers; got {val!r}")
-    if cfg.std != "auto" and any(v <= 0 for v in cfg.std):
-        raise CifarlabError(f"config key 'std' must be positive; got {cfg.std}")
-    if len(cfg.betas) != 2:
-        raise CifarlabError(f"config key 'betas' must be a list of 2 numbers; got {cfg.betas}")
-    for i, item in enumerate(cfg.resize_schedule):
-        if not (isinstance(item, (list, tuple)) and len(item) == 2 and all(isinstance(v, (int, float)) for v in item)
-                and item[1] >= 8):
-            raise CifarlabError(f"config key 'resize_schedule' item {i} must be [from_epoch, size >= 8]; got {item!r}")
-    for i, aug in enumerate(cfg.augment):
-        if not isinstance(aug, dict) or "name" not in aug:
-            raise CifarlabError(f"config key 'augment' item {i} must be a mapping with a 'name'; got {aug!r}")
     return cfg
 
 
@@ -261,12 +312,53 @@ def find_recipe(name: str) -> Path:
     raise CifarlabError(f"unknown recipe '{name}'; known recipes: {', '.join(list_recipes())}")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as config files need it: a key given twice is an error (PyYAML keeps the last silently), and anchors
+    and aliases are refused (a self-referencing alias, or a billion-laughs blow-up, never reaches the config)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError(None, None, "aliases (*name) are not allowed in cifarlab files",
+                                       event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.MarkedYAMLError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(path: Path, what: str) -> Any:
+    """A YAML file read strictly (UTF-8, no duplicate keys, no aliases); every problem is one line naming it."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise CifarlabError(f"{what} {path} could not be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CifarlabError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise CifarlabError(f"{what} {path} is not valid YAML: {exc.problem or exc.context}{where}") from None
+    except yaml.YAMLError as exc:
+        raise CifarlabError(f"{what} {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise CifarlabError(f"{what} {path} nests too deeply to be a config") from None
+
+
 def load_recipe(name: str) -> dict[str, Any]:
     path = find_recipe(name)
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise CifarlabError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    values = load_yaml(path, "recipe")
+    if values is None:
+        raise CifarlabError(f"recipe {path} is empty; a recipe is a mapping of config keys (cifarlab recipes "
+                            "lists the bundled ones)")
     if not isinstance(values, dict):
         raise CifarlabError(f"recipe {path} must be a mapping of config keys")
     values.setdefault("recipe", path.stem if path.stem != "config" else values.get("recipe", ""))

@@ -14,6 +14,7 @@ Formats:
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -57,8 +58,14 @@ def _key(d: dict, name: str):
     raise KeyError(name)
 
 
-def _decode_names(names: Iterable) -> list[str]:
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+def _decode_names(names: Iterable, what: str = "class names") -> list[str]:
+    """Class names as text: a list of UTF-8 bytes or strings, or a one-line error naming `what`."""
+    if not isinstance(names, (list, tuple)):
+        raise CifarlabError(f"{what} must be a list of names, got {type(names).__name__}")
+    try:
+        return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
+    except UnicodeDecodeError as exc:
+        raise CifarlabError(f"{what}: a name is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def _records_to_images(data: np.ndarray, what: str) -> torch.Tensor:
@@ -96,7 +103,7 @@ def _load_dict(path: Path) -> dict:
 def read_cifar10_python(root: Path, split: str) -> ImageSet:
     meta = _load_dict(root / "batches.meta")
     try:
-        classes = _decode_names(_key(meta, "label_names"))
+        classes = _decode_names(_key(meta, "label_names"), f"{root / 'batches.meta'}: 'label_names'")
     except KeyError:
         raise CifarlabError(f"{root / 'batches.meta'}: missing 'label_names'") from None
     files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
@@ -122,7 +129,7 @@ def read_cifar100_python(root: Path, split: str, label_mode: str = "fine") -> Im
         raise CifarlabError(f"CIFAR-100 file missing: {path}")
     batch = _load_dict(path)
     try:
-        classes = _decode_names(_key(meta, f"{label_mode}_label_names"))
+        classes = _decode_names(_key(meta, f"{label_mode}_label_names"), f"{root / 'meta'}: label names")
         imgs = _records_to_images(_key(batch, "data"), str(path))
         labels = _labels(_key(batch, f"{label_mode}_labels"), len(imgs), str(path), len(classes))
     except KeyError as exc:
@@ -157,12 +164,19 @@ def read_cifar10_binary(root: Path, split: str) -> ImageSet:
 # Image folders, plain or inside a tarball
 # --------------------------------------------------------------------------------------------------------
 
-def _split_and_class(parts: tuple[str, ...]) -> tuple[str, str] | None:
-    """('train','cat','1.jpg') -> ('train','cat'); ('cat','1.jpg') -> ('train','cat')."""
+def _split_and_class(parts: tuple[str, ...], where: str) -> tuple[str, str] | None:
+    """('train','cat','1.jpg') -> ('train','cat'); ('cat','1.jpg') -> ('train','cat'); folders above a split
+    folder are allowed. A path with '..', or nested deeper than <class>/<image> without a split folder, is an
+    error: its class would be a guess (train/cat/a/1.jpg and train/dog/a/1.jpg would both become class 'a')."""
+    if ".." in parts or (parts and parts[0].startswith("/")):
+        raise CifarlabError(f"{where}: image path {'/'.join(parts)} leaves its folder ('..' or absolute)")
     if len(parts) < 2:
         return None
     if len(parts) >= 3 and parts[-3].lower() in SPLIT_NAMES:
         return parts[-3].lower(), parts[-2]
+    if len(parts) > 2:
+        raise CifarlabError(f"{where}: image {'/'.join(parts)} is nested deeper than <split>/<class>/<image>; "
+                            "its class is ambiguous")
     return "train", parts[-2]
 
 
@@ -170,6 +184,9 @@ def _decode(blob: bytes, name: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(blob)) as img:
             return np.asarray(img.convert("RGB"))
+    except Image.DecompressionBombError:
+        raise CifarlabError(f"image {name} is too large to decode: over {2 * Image.MAX_IMAGE_PIXELS:,} pixels "
+                            "(PIL's decompression-bomb limit)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise CifarlabError(f"cannot decode image {name}: {exc}") from None
 
@@ -204,7 +221,7 @@ def _folder_entries(root: Path) -> list[tuple[str, str, str]]:
     entries = []
     for p in root.rglob("*"):
         if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
-            sc = _split_and_class(p.relative_to(root).parts)
+            sc = _split_and_class(p.relative_to(root).parts, str(root))
             if sc:
                 entries.append((*sc, str(p.relative_to(root))))
     return entries
@@ -224,16 +241,38 @@ def _open_tar(path: Path) -> tarfile.TarFile:
         raise CifarlabError(f"{path}: not a readable tar archive ({exc})") from None
 
 
+def archive_limits() -> dict[str, int]:
+    """What an image archive may hold before it is refused (a few-KB archive can unpack to gigabytes): members
+    and unpacked bytes, from $CIFARLAB_MAX_ARCHIVE_MEMBERS and $CIFARLAB_MAX_ARCHIVE_BYTES."""
+    out = {}
+    for key, env, default in (("members", "CIFARLAB_MAX_ARCHIVE_MEMBERS", 250_000),
+                              ("bytes", "CIFARLAB_MAX_ARCHIVE_BYTES", 4 << 30)):
+        raw = os.environ.get(env, "")
+        try:
+            out[key] = int(raw) if raw else default
+        except ValueError:
+            raise CifarlabError(f"${env} must be a whole number; got {raw!r}") from None
+    return out
+
+
 def tar_entries(path: Path) -> list[tuple[str, str, str]]:
     with _open_tar(path) as tar:
         try:
             members = tar.getmembers()
         except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
             raise CifarlabError(f"{path}: corrupt tar archive ({exc})") from None
+    limits = archive_limits()
+    if len(members) > limits["members"]:
+        raise CifarlabError(f"{path}: {len(members):,} archive members, over the limit of {limits['members']:,} "
+                            "(set CIFARLAB_MAX_ARCHIVE_MEMBERS to allow more)")
+    total = sum(m.size for m in members if m.isfile())
+    if total > limits["bytes"]:
+        raise CifarlabError(f"{path}: {total:,} bytes unpacked, over the limit of {limits['bytes']:,} "
+                            "(set CIFARLAB_MAX_ARCHIVE_BYTES to allow more)")
     entries = []
     for m in members:
         if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES:
-            sc = _split_and_class(Path(m.name).parts)
+            sc = _split_and_class(Path(m.name).parts, str(path))
             if sc:
                 entries.append((*sc, m.name))
     return entries
@@ -273,12 +312,14 @@ def read_unlabeled_pickle(path: Path) -> ImageSet:
     images = _records_to_images(data, str(path))
     try:
         ids = _key(obj, "ids")
-        ids = [int(i) if isinstance(i, (int, np.integer)) else (i.decode() if isinstance(i, bytes) else i)
+        ids = [int(i) if isinstance(i, (int, np.integer)) else (i.decode("utf-8") if isinstance(i, bytes) else str(i))
                for i in list(ids)]
     except KeyError:
         ids = list(range(len(images)))
     except TypeError:
         raise CifarlabError(f"{path}: 'ids' must be a sequence") from None
+    except UnicodeDecodeError as exc:
+        raise CifarlabError(f"{path}: an id is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if len(ids) != len(images):
         raise CifarlabError(f"{path}: {len(ids)} ids for {len(images)} images")
     return ImageSet(images, torch.full((len(images),), -1, dtype=torch.int64), [], ids=ids)

@@ -52,10 +52,15 @@ def safe_load(path_or_bytes: str | bytes, what: str = "file") -> Any:
         obj = _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except RefusedGlobal as exc:
         raise CifarlabError(f"{what} is not a safe CIFAR pickle: {exc} (it was not run)") from None
+    except RecursionError:
+        raise CifarlabError(f"{what} nests too deeply to be a CIFAR pickle") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
-            OverflowError, UnicodeDecodeError, ImportError) as exc:
+            OverflowError, UnicodeError, LookupError, ImportError) as exc:  # LookupError: an unknown codec
         raise CifarlabError(f"{what} is not a readable pickle ({type(exc).__name__}: {exc})") from None
-    _reject_object_arrays(obj, what)
+    try:
+        _reject_object_arrays(obj, what)
+    except RecursionError:
+        raise CifarlabError(f"{what} nests too deeply to be a CIFAR pickle") from None
     return obj
 
 

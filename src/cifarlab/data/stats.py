@@ -31,8 +31,8 @@ def channel_mean_std(images: torch.Tensor, chunk: int = 4096, resize: int = 0,
     s = torch.zeros(c, dtype=torch.float64)
     s2 = torch.zeros(c, dtype=torch.float64)
     n = 0
-    if resize:
-        chunk = min(chunk, 128)  # 128 images at 224 px are 150 MB in float64
+    if resize:  # at most ~150 MB of float64 a chunk: 128 images at 224 px, 5 at 1,024 px
+        chunk = max(1, min(chunk, (150 << 20) // (c * resize * resize * 8)))
     for i in range(0, len(images), chunk):
         x = images[i:i + chunk].to(torch.float64) / 255.0
         if resize:

@@ -58,9 +58,18 @@ def load_tensors(path: Path, what: str) -> Any:
     one line naming `what` it should have been."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CifarlabError(f"{path} is not a loadable {what} ({first})") from None
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc):  # torch's text goes on to suggest weights_only=False: never
+            raise CifarlabError(f"{path} is not a loadable {what}: it holds code or objects beyond tensors, "
+                                "which are refused (nothing in it was run)") from None
+        raise CifarlabError(f"{path} is not a loadable {what} ({_first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - any parse failure of an untrusted file (IndexError, struct.error, ...)
+        raise CifarlabError(f"{path} is not a loadable {what} ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def clean_state_dict(raw: Any, where: str = "weights") -> dict[str, torch.Tensor]:

@@ -21,13 +21,14 @@ space:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..config import Config, make_config, recipe_dirs
+from ..config import Config, load_yaml, make_config, recipe_dirs
 from ..errors import CifarlabError
 
 SAMPLERS = ("grid", "random", "tpe")
@@ -58,6 +59,14 @@ class Param:
             return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
         raise CifarlabError(f"sweep: the grid sampler needs a list of values for '{self.key}' "
                             f"(a {self.kind} range{' on a log scale' if self.log else ''} has no grid)")
+
+    def admits(self, value: Any) -> bool:
+        """Whether an enqueued value lies in this space (Optuna would otherwise try it, or fail on it)."""
+        if self.kind == "categorical":
+            return value in self.choices or value in self.labels()
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            return False
+        return self.low <= value <= self.high and (self.kind != "int" or float(value).is_integer())
 
     def suggest(self, trial) -> Any:
         if self.kind == "categorical":
@@ -147,12 +156,16 @@ def _parse_param(key: str, raw: Any) -> Param:
         step = None if raw.get("step") is None else float(raw["step"])
     except (TypeError, ValueError):
         raise CifarlabError(f"sweep: '{key}': low, high and step must be numbers") from None
+    if not all(math.isfinite(v) for v in (low, high, step or 0.0)):
+        raise CifarlabError(f"sweep: '{key}': low, high and step must be finite")
     if not low <= high or (raw.get("log") and low <= 0):
         raise CifarlabError(f"sweep: '{key}': need low <= high (and low > 0 on a log scale)")
     return Param(key, kind, low=low, high=high, step=step, log=bool(raw.get("log", False)))
 
 
 def _named(value: Any, choices: tuple[str, ...], what: str) -> dict[str, Any]:
+    if not isinstance(value, (str, dict)) and value is not None:
+        raise CifarlabError(f"sweep: {what} must be a name or {{name: ..., options}}; got {value!r}")
     spec = {"name": value} if isinstance(value, str) else dict(value or {"name": "none"})
     if spec.get("name") not in choices:
         raise CifarlabError(f"sweep: unknown {what} '{spec.get('name')}'; choose one of {', '.join(choices)}")
@@ -181,26 +194,37 @@ def parse_sweep(raw: Any, name: str = "sweep") -> SweepSpec:
     spec = SweepSpec(
         name=str(raw.get("name") or name), recipe=str(raw["recipe"]), overrides=overrides,
         space={k: _parse_param(k, v) for k, v in space.items()}, metric=metric, direction=direction,
-        timeout_minutes=float(raw.get("timeout_minutes", 0)), sampler=_named(raw.get("sampler", "tpe"), SAMPLERS,
-                                                                            "sampler"),
+        timeout_minutes=_number(raw, "timeout_minutes", float, 0.0, 0),
+        sampler=_named(raw.get("sampler", "tpe"), SAMPLERS, "sampler"),
         pruner=_named(raw.get("pruner", "none"), PRUNERS, "pruner"),
-        heartbeat_seconds=int(raw.get("heartbeat_seconds", 60)), max_retry=int(raw.get("max_retry", 2)),
+        heartbeat_seconds=_number(raw, "heartbeat_seconds", int, 60, 1), max_retry=_number(raw, "max_retry", int, 2, 0),
         enqueue=list(raw.get("enqueue") or []), trial_reports=raw.get("trial_reports", True))
     if not isinstance(spec.trial_reports, bool):
         raise CifarlabError(f"sweep: trial_reports must be true or false, not {spec.trial_reports!r}")
     for point in spec.enqueue:
         if not isinstance(point, dict) or set(point) - set(spec.space):
             raise CifarlabError(f"sweep: enqueue entries map searched keys to values; got {point!r}")
+        for key, value in point.items():
+            if not spec.space[key].admits(value):
+                raise CifarlabError(f"sweep: enqueued {key}={value!r} is outside its space")
     if spec.enqueue and spec.sampler["name"] == "grid":
         raise CifarlabError("sweep: a grid runs every point anyway; enqueue is for the random and tpe samplers")
     if spec.sampler["name"] == "grid":
         size = grid_size(spec)
-        spec.trials = min(int(raw.get("trials", size)), size)
+        spec.trials = min(_number(raw, "trials", int, size, 1), size)
     else:
-        spec.trials = int(raw.get("trials", 20))
-    if spec.trials < 1 or spec.heartbeat_seconds < 1:
-        raise CifarlabError("sweep: trials and heartbeat_seconds must be positive")
+        spec.trials = _number(raw, "trials", int, 20, 1)
     return spec
+
+
+def _number(raw: dict[str, Any], key: str, kind: type, default: float, low: float) -> Any:
+    """A numeric sweep key: of `kind`, finite, >= low; anything else is one line naming the key."""
+    value = raw.get(key, default)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= low
+    if not ok or (kind is int and not float(value).is_integer()):
+        what = "a whole number" if kind is int else "a number"
+        raise CifarlabError(f"sweep: {key} must be {what} >= {low}; got {value!r}")
+    return kind(value)
 
 
 def grid_size(spec: SweepSpec) -> int:
@@ -218,8 +242,4 @@ def load_sweep(path: str | Path) -> SweepSpec:
         path = bundled[0] if bundled else path
     if not path.is_file():
         raise CifarlabError(f"sweep file {path} not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CifarlabError(f"sweep file {path} is not valid YAML: {exc}") from None
-    return parse_sweep(raw, path.stem)
+    return parse_sweep(load_yaml(path, "sweep file"), path.stem)

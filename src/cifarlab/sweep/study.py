@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import socket
 import time
 import warnings
@@ -73,20 +74,31 @@ def open_storage(url: str, heartbeat_seconds: int | None = None, max_retry: int 
             # Workers starting together race to create the tables (PostgreSQL then reports a duplicate type);
             # once one has made them, the others open the storage on a second try.
             if attempt == 3 or url.startswith("sqlite"):
-                raise CifarlabError(f"cannot open sweep storage {_redact(url)}: {exc}") from None
+                raise CifarlabError(f"cannot open sweep storage {_redact(url)}: {_redact(str(exc), url)}") from None
             time.sleep(0.5 + random.random() * (attempt + 1))
 
 
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
+def _redact(text: str, url: str | None = None) -> str:
+    """`text` (a URL, or an error message quoting `url`) without credentials: user:password@ and ?password=."""
+    if url is not None:
+        text = text.replace(url, _redact(url))
+        for secret in re.findall(r"(?:://[^/@]*:([^/@]+)@)|(?:[?&]password=([^&\s]+))", url):
+            text = text.replace(next(s for s in secret if s), "***") if any(secret) else text
+        return text
+    text = re.sub(r"(?i)([?&]password=)[^&\s]*", r"\1***", text)
+    if "@" in text and "://" in text:
+        scheme, rest = text.split("://", 1)
         return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url
+    return text
 
 
-def make_sampler(spec: SweepSpec):
+def make_sampler(spec: SweepSpec, seed_offset: int = 0):
+    """The spec's sampler. A seeded random/TPE sampler joining a study that already has trials (a restart, a
+    second worker) is seeded `seed + seed_offset`: with the bare seed it would draw trial 0's values again."""
     optuna = _optuna()
     opts = {k: v for k, v in spec.sampler.items() if k != "name"}
+    if seed_offset and isinstance(opts.get("seed"), int) and spec.sampler["name"] != "grid":
+        opts["seed"] += seed_offset
     name = spec.sampler["name"]
     try:
         if name == "grid":
@@ -143,6 +155,9 @@ def run_sweep(path: str | Path, *, trials: int | None = None, storage: str | Non
                                 pruner=make_pruner(spec), direction=spec.direction, load_if_exists=True)
     if "sweep" not in study.user_attrs:
         study.set_user_attr("sweep", spec.to_dict())
+    existing = len(study.get_trials(deepcopy=False))
+    if existing:
+        study.sampler = make_sampler(spec, seed_offset=existing)
     if spec.enqueue and not study.get_trials(deepcopy=False):  # a new study: its first points, once
         for point in spec.enqueue:
             study.enqueue_trial({k: spec.space[k].labels()[spec.space[k].choices.index(v)]
