@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CifarlabError, Diverged, Interrupted
+from ..files import make_dir
 from .spec import SweepSpec, load_sweep
 
 log = logging.getLogger("cifarlab")
@@ -148,7 +149,7 @@ def run_sweep(path: str | Path, *, trials: int | None = None, storage: str | Non
     if trials is not None:
         spec.trials = trials
     sweep_dir = Path(out) if out else Path("runs") / "sweeps" / spec.name
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(sweep_dir)
     url = storage_url(storage, sweep_dir)
     store = open_storage(url, spec.heartbeat_seconds, spec.max_retry)
     study = optuna.create_study(study_name=spec.name, storage=store, sampler=make_sampler(spec),

@@ -27,13 +27,11 @@ its config (:func:`loggers_from_config`).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import json
 import numbers
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ..errors import CifarlabError
+from ..files import atomic_write, make_dir, write_text
 from .callbacks import Callback
 
 if TYPE_CHECKING:
@@ -88,7 +87,7 @@ def _resuming(trainer: Trainer) -> bool:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data) + "\n")
+    write_text(path, json.dumps(data) + "\n")
 
 
 def _read_json(path: Path) -> dict:
@@ -117,8 +116,8 @@ class CSVLogger(Callback):
 
     def on_fit_start(self, trainer: Trainer) -> None:
         folder = Path(trainer.run_dir) / CSV_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        _replace_text(folder / "hparams.yaml", yaml.safe_dump(config_params(trainer.cfg), sort_keys=False))
+        make_dir(folder)
+        write_text(folder / "hparams.yaml", yaml.safe_dump(config_params(trainer.cfg), sort_keys=False))
         self.path = folder / "metrics.csv"
         self.columns = []
         if not _resuming(trainer):
@@ -162,7 +161,7 @@ class CSVLogger(Callback):
 
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
         assert self.path is not None
-        with _atomic_writer(self.path) as fh:
+        with atomic_write(self.path, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=self.columns, restval="")
             writer.writeheader()
             writer.writerows(rows)
@@ -178,27 +177,6 @@ def _logged_before(row: dict[str, str], steps_done: int, epochs_done: int) -> bo
         return int(row["step"]) <= steps_done  # an end-of-run row
     except (KeyError, ValueError):
         return False  # a torn line from a kill mid-write
-
-
-@contextlib.contextmanager
-def _atomic_writer(path: Path):
-    """A text file handle whose content replaces ``path`` only once it is completely written."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _replace_text(path: Path, text: str) -> None:
-    with _atomic_writer(path) as fh:
-        fh.write(text)
 
 
 # --- MLflow ---------------------------------------------------------------------------------------------------
