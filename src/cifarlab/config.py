@@ -26,6 +26,8 @@ class Config:
     # --- what to train -----------------------------------------------------------------------------------
     model: str = "resnet18"  # registered model name (`cifarlab models` lists them)
     model_args: dict = field(default_factory=dict)  # extra keyword arguments for the model factory
+    params: str | int = ""  # parameter budget, e.g. 2M, 800k or 4903242: the model's widths scaled to the largest
+    #                         net within it (fast and CIFAR ResNet families; "" or 0 = the factory's own widths)
     dropout: float = 0.0  # dropout probability before the classifier (0 = off)
     block_dropout: float = 0.0  # Dropout2d probability inside residual blocks (0 = off)
     pretrained: str = ""  # weights to start from: a file, a URL, or "torchvision" (its published ImageNet weights);
@@ -261,6 +263,14 @@ def validate(cfg: Config) -> Config:
             raise CifarlabError(f"config key 'augment' item {i} must be a mapping with a 'name'; got {aug!r}")
     if not isinstance(cfg.model_args, dict) or not all(isinstance(k, str) for k in cfg.model_args):
         raise CifarlabError(f"config key 'model_args' must be a mapping of option names; got {cfg.model_args!r}")
+    for key, budget in (("params", cfg.params), ("model_args.params", cfg.model_args.get("params", ""))):
+        if budget not in ("", 0):
+            from .models.summary import parse_budget  # torch, as check_vocabularies below
+
+            try:
+                parse_budget(budget)
+            except CifarlabError as exc:
+                raise CifarlabError(f"config key '{key}': {exc}") from None
     # Names with an implementation (optimizer, schedule, tta, metrics) are the keys of its table, read from there;
     # imported here, not at the top, so that reading a config needs no torch.
     from .train.setup import check_vocabularies

@@ -30,6 +30,8 @@ def check_model(name: str, **kwargs) -> None:
         raise CifarlabError(f"unknown model '{name}'; known models: {', '.join(list_models())}")
     accepted = inspect.signature(_REGISTRY[name]).parameters
     for key in kwargs:
+        if key == "params" and "widths" in accepted:  # a parameter budget, resolved to widths (models/budget.py)
+            continue
         if key not in accepted:
             valid = [k for k in accepted if k != "num_classes"]
             raise CifarlabError(f"model '{name}' takes no option '{key}'; it takes: {', '.join(valid)}")
@@ -38,7 +40,18 @@ def check_model(name: str, **kwargs) -> None:
 def create_model(name: str, num_classes: int | None = None, **kwargs) -> nn.Module:
     """Build a registered model. `num_classes` None keeps the factory's own default (10 for CIFAR-10 nets,
     100 for the CIFAR-100 study's)."""
+    kwargs = resolve_model_args(name, num_classes, **kwargs)  # first: an unknown name is checked there
+    return _REGISTRY[name](**kwargs)
+
+
+def resolve_model_args(name: str, num_classes: int | None = None, **kwargs) -> dict:
+    """The factory's keyword arguments, checked, with a parameter budget (``params``) turned into the widths it
+    buys; a checkpoint keeps these, so loading it never searches again."""
     check_model(name, **kwargs)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
-    return _REGISTRY[name](**kwargs)
+    if "params" in kwargs:
+        from .budget import fit_widths
+
+        kwargs = fit_widths(name, _REGISTRY[name], kwargs)
+    return kwargs

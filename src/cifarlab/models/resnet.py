@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import CifarlabError
 from .registry import register_model
 
 
@@ -94,39 +95,54 @@ class ResNet(nn.Module):
 
 
 @register_model
-def resnet9(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0) -> ResNet:
+def resnet9(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0,
+            widths: tuple[int, ...] = (64, 128, 256, 512)) -> ResNet:
     """Study 000: ResNet(BasicBlock, [1,1,1,1]), 64-512 channels, 4,903,242 parameters."""
-    return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=num_classes, dropout=dropout, block_dropout=block_dropout)
+    return ResNet(BasicBlock, [1, 1, 1, 1], _widths(widths, 4), num_classes, dropout, block_dropout)
 
 
 @register_model
-def resnet18(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0) -> ResNet:
-    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes, dropout=dropout, block_dropout=block_dropout)
+def resnet18(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0,
+             widths: tuple[int, ...] = (64, 128, 256, 512)) -> ResNet:
+    return ResNet(BasicBlock, [2, 2, 2, 2], _widths(widths, 4), num_classes, dropout, block_dropout)
 
 
 @register_model
-def resnet34(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0) -> ResNet:
-    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes=num_classes, dropout=dropout, block_dropout=block_dropout)
+def resnet34(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0,
+             widths: tuple[int, ...] = (64, 128, 256, 512)) -> ResNet:
+    return ResNet(BasicBlock, [3, 4, 6, 3], _widths(widths, 4), num_classes, dropout, block_dropout)
 
 
 @register_model
-def resnet50(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0) -> ResNet:
-    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes, dropout=dropout, block_dropout=block_dropout)
+def resnet50(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0,
+             widths: tuple[int, ...] = (64, 128, 256, 512)) -> ResNet:
+    return ResNet(Bottleneck, [3, 4, 6, 3], _widths(widths, 4), num_classes, dropout, block_dropout)
 
 
 @register_model
-def resnet_small(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0) -> ResNet:
+def resnet_small(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0,
+                 widths: tuple[int, ...] = (16, 32, 64)) -> ResNet:
     """Study 001's ResNetSmall: three one-block stages at 16/32/64 channels, 78,042 parameters."""
-    return ResNet(BasicBlock, [1, 1, 1], (16, 32, 64), num_classes, dropout, block_dropout)
+    return ResNet(BasicBlock, [1, 1, 1], _widths(widths, 3), num_classes, dropout, block_dropout)
 
 
 @register_model
-def resnet_medium(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0) -> ResNet:
+def resnet_medium(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0,
+                  widths: tuple[int, ...] = (32, 64, 128, 256)) -> ResNet:
     """Study 001's ResNetMedium: four one-block stages at 32-256 channels, 1,228,970 parameters."""
-    return ResNet(BasicBlock, [1, 1, 1, 1], (32, 64, 128, 256), num_classes, dropout, block_dropout)
+    return ResNet(BasicBlock, [1, 1, 1, 1], _widths(widths, 4), num_classes, dropout, block_dropout)
 
 
 @register_model
-def resnet_large(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0) -> ResNet:
+def resnet_large(num_classes: int = 10, dropout: float = 0.0, block_dropout: float = 0.0,
+                 widths: tuple[int, ...] = (64, 128, 256, 512)) -> ResNet:
     """Study 001's ResNetLarge: four one-block stages at 64-512 channels, 4,903,242 parameters."""
-    return ResNet(BasicBlock, [1, 1, 1, 1], (64, 128, 256, 512), num_classes, dropout, block_dropout)
+    return ResNet(BasicBlock, [1, 1, 1, 1], _widths(widths, 4), num_classes, dropout, block_dropout)
+
+
+def _widths(widths, stages: int) -> tuple[int, ...]:
+    """A stage's channel counts from model_args, checked: `stages` positive whole numbers."""
+    if (not isinstance(widths, (list, tuple)) or len(widths) != stages
+            or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths)):
+        raise CifarlabError(f"ResNet models: 'widths' takes {stages} positive integers (one a stage), not {widths!r}")
+    return tuple(widths)

@@ -15,8 +15,8 @@ from ..config import Config
 from ..data import BatchLoader, Pipeline, channel_mean_std, load_splits, normalize
 from ..device import seed_everything
 from ..errors import CifarlabError
-from ..models import create_model
-from ..models.registry import check_model
+from ..models import count_params, create_model
+from ..models.registry import check_model, resolve_model_args
 from ..models.weights import head_of, load_weights, read_state_dict
 from .distributed import DistContext, rewrap_model, wrap_model
 from .ema import WeightAverage
@@ -82,7 +82,7 @@ class Parts:
 
 def model_args_of(cfg: Config) -> dict[str, Any]:
     """The factory's arguments: dropout options only when set, so a net without them is not asked to take them."""
-    extra = {k: getattr(cfg, k) for k in ("dropout", "block_dropout") if getattr(cfg, k)}
+    extra = {k: getattr(cfg, k) for k in ("dropout", "block_dropout", "params") if getattr(cfg, k)}
     return {**extra, **cfg.model_args}
 
 
@@ -113,7 +113,13 @@ def build_parts(cfg: Config, dist: DistContext, device: torch.device, resuming: 
              time.perf_counter() - t0)
 
     model_args = model_args_of(cfg)
+    if "params" in model_args:  # the checkpoint keeps the widths the budget bought, not the budget
+        model_args = resolve_model_args(cfg.model, len(splits.classes), **model_args)
+        del model_args["num_classes"]
     model = create_model(cfg.model, num_classes=len(splits.classes), **model_args)
+    if "params" in model_args_of(cfg):
+        log.info("parameter budget %s: widths %s, %s parameters", model_args_of(cfg)["params"],
+                 model_args["widths"], f"{count_params(model):,}")
     if cfg.pretrained and not resuming:
         skipped = load_weights(model, read_state_dict(cfg.pretrained, cfg.model), where=cfg.pretrained)
         log.info("weights from %s%s", cfg.pretrained, f" (new classifier: {', '.join(skipped)})" if skipped else "")
