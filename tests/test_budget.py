@@ -39,7 +39,8 @@ def test_a_budget_is_read_like_summarys_and_a_larger_one_buys_a_wider_net():
     assert resolve_model_args("resnet9", 10, params=1_000_000)["widths"] == small
 
 
-@pytest.mark.parametrize("model, exact", [("resnet_medium", 1_228_970), ("resnet_large", 4_903_242)])
+@pytest.mark.parametrize("model, exact", [("resnet_small", 78_042), ("resnet_medium", 1_228_970),
+                                          ("resnet_large", 4_903_242)])
 def test_study_001s_own_counts_give_back_study_001s_widths(model, exact):
     """Study 001 sized its nets by hand; its own counts as budgets find the same widths (multiples of 8)."""
     default = create_model(model)
