@@ -1,6 +1,7 @@
 """Data-parallel training: torchrun with gloo on CPU, and the loader's sharding of each global batch."""
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -251,3 +252,17 @@ def test_torchrun_with_one_process_still_trains_through_ddp(tmp_path):
     refused = _torchrun(tmp_path, "--recipe", "seed001_small", "--out", str(tmp_path / "bn"), "--sync-bn", "true",
                         nproc=1, epochs=1, ok=False)
     assert refused.returncode != 0 and "SyncBatchNorm does not run on CPU" in refused.stderr
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
+    os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun is installed with torch")
+def test_torchrun_distills_from_a_teacher_on_every_rank(tmp_path):
+    """Each rank runs its own copy of the teacher on its shard; the student's gradients are all-reduced as usual."""
+    make_cifar10_python(tmp_path / "data", per_batch=40, test=20)
+    teacher = cifarlab.train(data=str(tmp_path / "data"), model="resnet_small", epochs=1, batch_size=32,
+                             out=str(tmp_path / "teacher"), progress=False, report=False, device="cpu")
+    _torchrun(tmp_path, "--model", "resnet_small", "--teacher", str(teacher.run_dir / "best.pt"), "--distill-alpha",
+              "0.8", "--out", str(tmp_path / "run"))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if r["type"] == "epoch"] == [1, 2]
+    assert all(math.isfinite(r["loss"]) for r in rows if r["type"] == "step")

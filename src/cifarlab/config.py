@@ -30,6 +30,10 @@ class Config:
     #                         net within it (fast and CIFAR ResNet families; "" or 0 = the factory's own widths)
     dropout: float = 0.0  # dropout probability before the classifier (0 = off)
     block_dropout: float = 0.0  # Dropout2d probability inside residual blocks (0 = off)
+    teacher: str = ""  # knowledge distillation: a cifarlab checkpoint or .onnx whose softened outputs the model also
+    #                    learns from ("" = none); the teacher sees each batch as augmented for the student
+    distill_alpha: float = 0.5  # weight of the teacher's soft targets in the loss; 1 - alpha goes to the labels
+    distill_temperature: float = 4.0  # softmax temperature of the soft targets (Hinton et al.; > 0)
     pretrained: str = ""  # weights to start from: a file, a URL, or "torchvision" (its published ImageNet weights);
     #                       a classifier of another size is replaced by a new one ("" = random init)
     freeze: str = "none"  # "backbone": only the classifier trains (until unfreeze_epoch); "none": everything trains
@@ -192,6 +196,8 @@ _BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     **dict.fromkeys(("bias_lr_scale", "muon_lr_ratio", "gamma", "onecycle_div_factor", "onecycle_final_div_factor"),
                     _POSITIVE),
     "plateau_factor": (0, 1, False, True),
+    "distill_alpha": (0, 1, True, True),
+    "distill_temperature": _POSITIVE,
     "onecycle_pct_start": (0, 1, False, False),
     **dict.fromkeys(("epochs", "batch_size", "eval_batch_size", "ema_every", "cyclic_step_size"),
                     (1, _INF, True, False)),

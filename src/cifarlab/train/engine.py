@@ -34,12 +34,15 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
                     grad_clip: float = 0.0, progress: bool = True, desc: str = "",
                     after_step: Callable[[int, EpochState], None] | None = None,
                     stop: Callable[[], bool] | None = None, precision: str = "auto",
-                    any_rank: Callable[[bool], bool] | None = None) -> EpochState:
+                    any_rank: Callable[[bool], bool] | None = None,
+                    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+                    ) -> EpochState:
     """Train on the remaining batches of `state.epoch` (all of them, or until `stop()` says so), updating
     `state`. `lr_fn(step)` gives each optimizer group's LR; `after_step(step, state)` runs after each optimizer
     step (the trainer's callbacks: weight averaging, checkpoints, loggers).
     In a distributed run `any_rank(flag)` says whether any rank raised `flag`: every rank stops together
-    when one of them diverges, instead of the others waiting for it in the next gradient all-reduce."""
+    when one of them diverges, instead of the others waiting for it in the next gradient all-reduce.
+    `loss_fn(logits, x, y)` replaces the cross-entropy (e.g. distillation, which also needs the batch)."""
     model.train()
     device = loader.device
     step = first_step
@@ -52,7 +55,10 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
             lr = lrs[0]  # the logged LR: the first group's (weights, multiplier 1)
             with autocast(device, precision):
                 logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+                if loss_fn is None:
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+                else:
+                    loss = loss_fn(logits.float(), x, y)
             loss_value = loss.item()  # one sync per step: a non-finite loss must stop before it reaches the weights
             diverged = not math.isfinite(loss_value)
             anywhere = any_rank(diverged) if any_rank is not None else diverged  # every rank asks, every step

@@ -6,6 +6,7 @@ import copy
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from ..errors import CifarlabError
 from ..models import count_params, create_model
 from ..models.registry import check_model, resolve_model_args
 from ..models.weights import head_of, load_weights, read_state_dict
+from .distill import Teacher
 from .distributed import DistContext, rewrap_model, wrap_model
 from .ema import WeightAverage
 from .engine import TTA_VIEWS
@@ -56,6 +58,7 @@ class Parts:
     val_loader: BatchLoader | None
     started: float  # perf_counter before the data was read
     wrapped_for: tuple[bool, ...]  # which parameters trained when DDP was built
+    teacher: Teacher | None = None  # distillation's teacher (config key `teacher`)
 
     @property
     def num_classes(self) -> int:
@@ -95,6 +98,8 @@ def build_parts(cfg: Config, dist: DistContext, device: torch.device, resuming: 
         raise CifarlabError(f"batch_size {cfg.batch_size} is smaller than the {dist.world} processes sharing it")
     pipeline = Pipeline(cfg.augment)  # augmentations, model name and options are checked before any data is read
     check_model(cfg.model, **model_args_of(cfg))
+    if cfg.teacher and not Path(cfg.teacher).is_file():
+        raise CifarlabError(f"teacher {cfg.teacher} is not a file (a cifarlab checkpoint or an exported .onnx)")
 
     t0 = time.perf_counter()
     splits = load_splits(cfg.data, cfg.val_split, cfg.split_seed, cfg.label_mode)
@@ -142,7 +147,9 @@ def build_parts(cfg: Config, dist: DistContext, device: torch.device, resuming: 
     val_loader = (BatchLoader(splits.val, cfg.eval_batch_size, mean=mean, std=std, device=device,
                               channels_last=cfg.channels_last, resize=cfg.resize, interpolation=cfg.interpolation)
                   if splits.val is not None else None)
+    teacher = (Teacher(cfg.teacher, num_classes=len(splits.classes), mean=mean, std=std, resize=cfg.resize,
+                       device=device) if cfg.teacher else None)
     return Parts(splits=splits, mean=mean, std=std, model_args=model_args, model=model, eval_model=eval_model,
                  train_model=torch.compile(train_model) if cfg.compile else train_model, optimizer=optimizer,
                  plateau=make_plateau(cfg), average=average, train_loader=train_loader, val_loader=val_loader,
-                 started=t0, wrapped_for=tuple(p.requires_grad for p in model.parameters()))
+                 started=t0, wrapped_for=tuple(p.requires_grad for p in model.parameters()), teacher=teacher)

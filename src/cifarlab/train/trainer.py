@@ -47,6 +47,7 @@ from .callbacks import (
 )
 from .checkpoint import build_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from .clock import Clock
+from .distill import distillation_loss
 from .distributed import DistContext, init_distributed
 from .engine import TTA_VIEWS, evaluate_model, train_one_epoch
 from .loggers import loggers_from_config
@@ -183,7 +184,9 @@ class Trainer:
     def _open(self, device: torch.device) -> None:
         """Resolved config, state and clock (restored on resume), callbacks."""
         cfg, dist = self.cfg, self.dist
-        saved_cfg = dataclasses.replace(cfg, data=str(Path(cfg.data).expanduser().resolve()), out="")
+        # files by absolute path, so that the run resumes (and re-runs from its config.yaml) from any folder
+        saved_cfg = dataclasses.replace(cfg, data=str(Path(cfg.data).expanduser().resolve()), out="",
+                                        teacher=str(Path(cfg.teacher).resolve()) if cfg.teacher else "")
         self.saved_config = dataclasses.asdict(saved_cfg)
         if dist.main:
             write_text(self.run_dir / "config.yaml", to_yaml(saved_cfg))
@@ -253,11 +256,20 @@ class Trainer:
                         progress=cfg.progress, desc=f"epoch {epoch + 1}" + ("" if cfg.time_budget else
                                                                             f"/{cfg.epochs}"),
                         after_step=self._after_step, stop=self._stop_now, precision=cfg.precision,
-                        any_rank=self._agree if self.dist.enabled else None)
+                        any_rank=self._agree if self.dist.enabled else None, loss_fn=self._loss_fn())
         if self.signalled and not es.complete:
             self.stopped_by_signal = True
             raise Interrupted(self._signal or signal.SIGTERM, str(self.run_dir), self.state.step)
         return self._epoch_row(es)
+
+    def _loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """The step's loss when it is not plain cross-entropy: Hinton's distillation loss with a teacher."""
+        cfg, teacher = self.cfg, self.parts.teacher
+        if teacher is None:
+            return None
+        return lambda logits, x, y: distillation_loss(logits, teacher(x), y, alpha=cfg.distill_alpha,
+                                                      temperature=cfg.distill_temperature,
+                                                      label_smoothing=cfg.label_smoothing)
 
     def _epoch_row(self, es: EpochState) -> dict[str, Any]:
         cfg, p, dist = self.cfg, self.parts, self.dist
