@@ -119,6 +119,14 @@ def cmd_recipes(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_compare_to_study(args: argparse.Namespace, extra: list[str]) -> int:
+    from .evaluate.study import compare_to_study, format_comparison
+
+    rows = [compare_to_study(run) for run in args.runs]
+    print(json.dumps(rows, indent=2) if args.json else "\n".join(format_comparison(r) for r in rows))
+    return 0
+
+
 def cmd_data_download(args: argparse.Namespace, extra: list[str]) -> int:
     from .data import download
 
@@ -295,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     rc = sub.add_parser("recipes", help="list the bundled recipes")
     rc.set_defaults(func=cmd_recipes)
+
+    cs = sub.add_parser("compare-to-study", help="a run beside the figure of the study its recipe reproduces")
+    cs.add_argument("runs", nargs="+", help="run directories (finished, interrupted or running)")
+    cs.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    cs.set_defaults(func=cmd_compare_to_study)
 
     sw = sub.add_parser("sweep", help="hyper-parameter sweeps on Optuna (one machine or many workers)")
     swsub = sw.add_subparsers(dest="sweep_command", required=True, parser_class=_Parser)

@@ -26,6 +26,8 @@ class Config:
     # --- what to train -----------------------------------------------------------------------------------
     model: str = "resnet18"  # registered model name (`cifarlab models` lists them)
     model_args: dict = field(default_factory=dict)  # extra keyword arguments for the model factory
+    study: dict = field(default_factory=dict)  # the study a recipe reproduces, for `cifarlab compare-to-study`:
+    #                 {id: "001", figure: 79.88 (percent), metric: "test top-1 after 30 epochs", note: "..."}
     params: str | int = ""  # parameter budget, e.g. 2M, 800k or 4903242: the model's widths scaled to the largest
     #                         net within it (fast and CIFAR ResNet families; "" or 0 = the factory's own widths)
     dropout: float = 0.0  # dropout probability before the classifier (0 = off)
@@ -269,6 +271,12 @@ def validate(cfg: Config) -> Config:
             raise CifarlabError(f"config key 'augment' item {i} must be a mapping with a 'name'; got {aug!r}")
     if not isinstance(cfg.model_args, dict) or not all(isinstance(k, str) for k in cfg.model_args):
         raise CifarlabError(f"config key 'model_args' must be a mapping of option names; got {cfg.model_args!r}")
+    if not isinstance(cfg.study, dict) or not set(cfg.study) <= {"id", "figure", "metric", "note"} or not (
+            "figure" not in cfg.study or (isinstance(cfg.study["figure"], (int, float))
+                                          and not isinstance(cfg.study["figure"], bool)
+                                          and 0 <= cfg.study["figure"] <= 100)):
+        raise CifarlabError("config key 'study' must be a mapping of id, figure (a percent), metric and note; "
+                            f"got {cfg.study!r}")
     for key, budget in (("params", cfg.params), ("model_args.params", cfg.model_args.get("params", ""))):
         if budget not in ("", 0):
             from .models.summary import parse_budget  # torch, as check_vocabularies below

@@ -1,0 +1,54 @@
+"""`cifarlab compare-to-study`: a run beside the figure of the study its recipe reproduces."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import cifarlab
+from cifarlab.cli import main
+from cifarlab.config import list_recipes, make_config
+from cifarlab.train.callbacks import Callback
+
+
+@pytest.mark.parametrize("recipe", [r for r in list_recipes() if r.startswith("seed")])
+def test_every_study_recipe_names_its_study_and_figure(recipe):
+    study = make_config(recipe).study
+    assert study["id"] == recipe[4:7] and 0 < study["figure"] <= 100 and study["metric"]
+
+
+def test_a_finished_run_beside_its_study(capsys, cifar10_dir, tmp_path):
+    run = cifarlab.train("seed001_small", data=str(cifar10_dir), epochs=2, batch_size=50, out=str(tmp_path / "r"),
+                         progress=False, report=False)
+    assert main(["compare-to-study", str(run.run_dir), "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    last = run.history[-1]["val_top1"] * 100
+    assert row["study"] == "001" and row["study_figure"] == 79.88 and row["finished"]
+    assert row["final_val_top1"] == pytest.approx(last) and row["difference"] == pytest.approx(last - 79.88)
+    assert main(["compare-to-study", str(run.run_dir)]) == 0
+    text = capsys.readouterr().out
+    assert "study 001: 79.88% test top-1 after 30 epochs" in text and "finished" in text and "JPEG" in text
+
+
+class StopAfterEpoch1(Callback):
+    def on_epoch_end(self, trainer, row):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_says_where_it_stopped(capsys, cifar10_dir, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        cifarlab.train("seed001_small", data=str(cifar10_dir), epochs=3, batch_size=50, out=str(tmp_path / "r"),
+                       progress=False, report=False, callbacks=[StopAfterEpoch1()])
+    assert main(["compare-to-study", str(tmp_path / "r")]) == 0
+    assert "stopped after epoch 1 of 3" in capsys.readouterr().out
+
+
+def test_a_run_without_a_study_or_no_run_is_one_line(capsys, cifar10_dir, tmp_path):
+    cifarlab.train(model="resnet_small", data=str(cifar10_dir), epochs=1, batch_size=50, out=str(tmp_path / "r"),
+                   progress=False, report=False)
+    for target, words in ((tmp_path / "r", "names no study figure"), (tmp_path / "nothing", "not a run directory")):
+        assert main(["compare-to-study", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
