@@ -371,6 +371,22 @@ def test_archive_limits_are_stated_and_configurable(capsys, tmp_path, monkeypatc
     _train_on(capsys, tmp_path, archive, "over the limit of 1,000", "CIFARLAB_MAX_ARCHIVE_BYTES")
 
 
+def fail_the_kth_sync(monkeypatch, code: int) -> dict[str, int]:
+    """Every write syncs its file once (cifarlab.files): counts the syncs in calls["n"] and fails the one numbered
+    calls["fail_at"] with OSError(code), so failing the k-th sync fails the k-th write."""
+    real_fsync = files.os.fsync
+    calls = {"n": 0, "fail_at": 0}
+
+    def fsync(fd):
+        calls["n"] += 1
+        if calls["n"] == calls["fail_at"]:
+            raise OSError(code, os.strerror(code))
+        real_fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    return calls
+
+
 # ---- a failed write anywhere in a run ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
@@ -382,16 +398,7 @@ def test_a_failed_write_at_each_point_of_a_run_is_one_line_and_resume_finishes_i
     weights of an uninterrupted run."""
     common = ["--model", "resnet_small", "--data", data, "--epochs", "2", "--batch-size", "25", "--deterministic",
               "true", "--progress", "false"]
-    real_fsync = files.os.fsync
-    calls = {"n": 0, "fail_at": 0}
-
-    def fsync(fd):
-        calls["n"] += 1
-        if calls["n"] == calls["fail_at"]:
-            raise OSError(code, os.strerror(code))
-        real_fsync(fd)
-
-    monkeypatch.setattr(files.os, "fsync", fsync)
+    calls = fail_the_kth_sync(monkeypatch, code)
     assert main(["train", *common, "--out", str(tmp_path / "full")]) == 0
     writes = calls["n"]
     expected = load_checkpoint(tmp_path / "full" / "last.pt")["state_dict"]
@@ -470,16 +477,7 @@ def test_a_failed_write_in_eval_predict_export_or_report_keeps_what_was_there(ca
     """The command runs once whole; then, for each of its k writes, again with the k-th failing: one line naming
     the file, exit 2, and every file of the first run still holds what it held (no empty or half file)."""
     argv, folder = _commands_writing(trained_run, tmp_path)[command]
-    real_fsync = files.os.fsync
-    calls = {"n": 0, "fail_at": 0}
-
-    def fsync(fd):
-        calls["n"] += 1
-        if calls["n"] == calls["fail_at"]:
-            raise OSError(code, os.strerror(code))
-        real_fsync(fd)
-
-    monkeypatch.setattr(files.os, "fsync", fsync)
+    calls = fail_the_kth_sync(monkeypatch, code)
     assert main(argv) == 0, capsys.readouterr().err
     capsys.readouterr()
     before, writes = snapshot(folder), calls["n"]
