@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 import cifarlab
 from cifarlab.cli import main
@@ -52,3 +53,14 @@ def test_a_run_without_a_study_or_no_run_is_one_line(capsys, cifar10_dir, tmp_pa
         assert main(["compare-to-study", str(target)]) == 2
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err
+
+
+def test_a_run_from_before_recipes_carried_their_study_reads_it_from_the_recipe(capsys, cifar10_dir, tmp_path):
+    run = cifarlab.train("seed001_medium", data=str(cifar10_dir), epochs=1, batch_size=50, out=str(tmp_path / "r"),
+                         progress=False, report=False)
+    config = run.run_dir / "config.yaml"
+    saved = yaml.safe_load(config.read_text())
+    del saved["study"]
+    config.write_text(yaml.safe_dump(saved))
+    assert main(["compare-to-study", str(run.run_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["study_figure"] == 87.84

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..config import load_yaml
+from ..config import list_recipes, load_recipe, load_yaml
 from ..errors import CifarlabError
 from ..files import read_jsonl
 
@@ -26,6 +26,8 @@ def compare_to_study(run_dir: str | Path) -> dict[str, Any]:
         raise CifarlabError(f"{run} is not a run directory (no config.yaml)")
     cfg = load_yaml(run / "config.yaml", "run config") or {}
     study = cfg.get("study") or {}
+    if not study and cfg.get("recipe") in list_recipes():  # a run from before recipes carried their study
+        study = load_recipe(cfg["recipe"]).get("study") or {}
     if not isinstance(study, dict) or "figure" not in study:
         raise CifarlabError(f"{run}: its recipe ({cfg.get('recipe') or cfg.get('model')}) names no study figure "
                             "(the study recipes carry one: cifarlab recipes)")
