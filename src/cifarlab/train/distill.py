@@ -10,8 +10,8 @@ it draws no random numbers, so a resumed run is still bit-exact.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,9 +42,8 @@ class Teacher:
         from ..evaluate.evaluate import load_for_inference  # evaluate/ reads checkpoints through train/
 
         model, ckpt, self.device = load_for_inference(path, str(device) if Path(path).suffix != ".onnx" else "cpu")
-        self.model = model.eval() if isinstance(model, nn.Module) else model
-        for p in getattr(self.model, "parameters", lambda: [])():
-            p.requires_grad_(False)
+        self.model = model.eval()  # a checkpoint's net or an OnnxClassifier: both nn.Modules
+        self.model.requires_grad_(False)
         if ckpt["num_classes"] != num_classes:
             raise CifarlabError(f"teacher {path} has {ckpt['num_classes']} classes; the student's data has "
                                 f"{num_classes}")
@@ -64,5 +63,5 @@ class Teacher:
         y = x.float() * self.scale + self.shift
         return self.model(y.to(self.device)).float().to(x.device)
 
-    def parameters(self) -> Any:
-        return getattr(self.model, "parameters", lambda: iter(()))()
+    def parameters(self) -> Iterator[nn.Parameter]:
+        return self.model.parameters()

@@ -117,14 +117,14 @@ def build_parts(cfg: Config, dist: DistContext, device: torch.device, resuming: 
              splits.source.kind, len(splits.train), len(splits.val) if splits.val else 0, len(splits.classes),
              time.perf_counter() - t0)
 
-    model_args = model_args_of(cfg)
-    if "params" in model_args:  # the checkpoint keeps the widths the budget bought, not the budget
-        model_args = resolve_model_args(cfg.model, len(splits.classes), **model_args)
-        del model_args["num_classes"]
+    requested = model_args_of(cfg)
+    # resolved: the checkpoint keeps the widths a parameter budget bought, not the budget
+    model_args = {k: v for k, v in resolve_model_args(cfg.model, len(splits.classes), **requested).items()
+                  if k != "num_classes"}
     model = create_model(cfg.model, num_classes=len(splits.classes), **model_args)
-    if "params" in model_args_of(cfg):
-        log.info("parameter budget %s: widths %s, %s parameters", model_args_of(cfg)["params"],
-                 model_args["widths"], f"{count_params(model):,}")
+    if "params" in requested:
+        log.info("parameter budget %s: widths %s, %s parameters", requested["params"], model_args["widths"],
+                 f"{count_params(model):,}")
     if cfg.pretrained and not resuming:
         skipped = load_weights(model, read_state_dict(cfg.pretrained, cfg.model), where=cfg.pretrained)
         log.info("weights from %s%s", cfg.pretrained, f" (new classifier: {', '.join(skipped)})" if skipped else "")
