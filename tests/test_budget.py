@@ -9,7 +9,7 @@ from cifarlab import CifarlabError
 from cifarlab.cli import main
 from cifarlab.models import count_params, create_model
 from cifarlab.models.registry import resolve_model_args
-from cifarlab.train.checkpoint import load_checkpoint
+from cifarlab.training.checkpoint import load_checkpoint
 
 
 @pytest.mark.parametrize("model, budget", [

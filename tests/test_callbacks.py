@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import cifarlab
-from cifarlab.train.callbacks import HOOKS, Callback, CallbackList
+from cifarlab.training.callbacks import HOOKS, Callback, CallbackList
 from datagen import make_cifar10_python
 
 
@@ -90,7 +90,7 @@ def test_main_only_callbacks_are_skipped_off_rank_0():
 RANK_SCRIPT = """
 import os, sys
 import cifarlab
-from cifarlab.train.callbacks import Callback
+from cifarlab.training.callbacks import Callback
 
 rank = int(os.environ["RANK"])
 out = sys.argv[2]

@@ -12,8 +12,8 @@ import torch
 
 import cifarlab
 from cifarlab.errors import CifarlabError
-from cifarlab.train import checkpoint as ckpt_mod
-from cifarlab.train.checkpoint import (
+from cifarlab.training import checkpoint as ckpt_mod
+from cifarlab.training.checkpoint import (
     MODEL_KEYS,
     OPTIONAL_KEYS,
     TRAINING_KEYS,

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from cifarlab.config import make_config
-from cifarlab.train.clock import Clock
-from cifarlab.train.schedules import lr_at, step_lrs
+from cifarlab.training.clock import Clock
+from cifarlab.training.schedules import lr_at, step_lrs
 
 
 def _at(clock: Clock, seconds: float) -> Clock:

@@ -24,7 +24,7 @@ def test_precedence_defaults_recipe_overrides():
 def test_every_recipe_loads_and_builds_its_pipeline_and_model(name):
     from cifarlab.data import Pipeline
     from cifarlab.models.registry import check_model
-    from cifarlab.train.setup import model_args_of
+    from cifarlab.training.setup import model_args_of
 
     cfg = make_config(name)
     Pipeline(cfg.augment)
@@ -41,7 +41,9 @@ def test_seed000_pipeline_is_the_studys_order():
 
 @pytest.mark.parametrize("overrides,match", [
     ({"lr": -0.1}, "'lr' must be >= 0"),
-    ({"bogus": 1}, "unknown config key 'bogus'; valid keys: augment"),
+    ({"bogus": 1}, r"unknown config key 'bogus' \(cifarlab config lists every key\)"),
+    ({"learning_rate": 1}, r"unknown config key 'learning_rate'; did you mean 'lr'\?"),
+    ({"weight_decy": 1}, r"did you mean 'weight_decay'\?"),
     ({"epochs": "ten"}, "'epochs' expects int"),
     ({"optimizer": "lbfgs"}, "'optimizer' must be one of sgd, adam, adamw"),
     ({"mean": [0.5, 0.5]}, "'mean' must be 'auto' or a list of 3"),

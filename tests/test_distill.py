@@ -10,9 +10,9 @@ import torch
 
 import cifarlab
 from cifarlab.cli import main
-from cifarlab.train.callbacks import Callback
-from cifarlab.train.checkpoint import load_checkpoint
-from cifarlab.train.distill import distillation_loss
+from cifarlab.training.callbacks import Callback
+from cifarlab.training.checkpoint import load_checkpoint
+from cifarlab.training.distill import distillation_loss
 from datagen import make_cifar10_python
 
 

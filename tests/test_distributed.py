@@ -45,7 +45,7 @@ def test_a_tail_too_small_for_every_rank_is_dropped_on_all_ranks():
 
 def test_sync_bn_on_cpu_is_a_clear_error():
     from cifarlab.errors import CifarlabError
-    from cifarlab.train.distributed import DistContext, wrap_model
+    from cifarlab.training.distributed import DistContext, wrap_model
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     with pytest.raises(CifarlabError, match="SyncBatchNorm does not run on CPU"):
@@ -54,7 +54,7 @@ def test_sync_bn_on_cpu_is_a_clear_error():
 
 def test_a_rank_stops_when_another_rank_diverges_before_touching_its_weights():
     from cifarlab.errors import Diverged
-    from cifarlab.train.engine import EpochState, train_one_epoch
+    from cifarlab.training.engine import EpochState, train_one_epoch
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))

@@ -24,7 +24,7 @@ from cifarlab import files
 from cifarlab.cli import main
 from cifarlab.data.cache import load_cached
 from cifarlab.data.formats import open_source
-from cifarlab.train.checkpoint import load_checkpoint
+from cifarlab.training.checkpoint import load_checkpoint
 from datagen import make_cifar10_python, make_image_folder, make_unlabeled_pickle, write_pickle
 
 
@@ -257,7 +257,7 @@ def test_enospc_on_the_metrics_log_then_resume_gives_the_uninterrupted_weights(c
         real(path, lines)
 
     # the module by import: `cifarlab.train` as an attribute is the train() function, not the package
-    monkeypatch.setattr(importlib.import_module("cifarlab.train.callbacks"), "append_lines", full_at_epoch_2)
+    monkeypatch.setattr(importlib.import_module("cifarlab.training.callbacks"), "append_lines", full_at_epoch_2)
     fails(capsys, ["train", *common, "--out", str(tmp_path / "cut")], "metrics.jsonl", "No space left")
     monkeypatch.undo()
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1

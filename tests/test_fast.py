@@ -13,10 +13,10 @@ import cifarlab
 from cifarlab.config import make_config
 from cifarlab.errors import CifarlabError
 from cifarlab.models import count_params, create_model
-from cifarlab.train.ema import WeightAverage
-from cifarlab.train.engine import tta_logits
-from cifarlab.train.optim import MuonSGD, orthogonalize, param_groups
-from cifarlab.train.schedules import lr_at
+from cifarlab.training.ema import WeightAverage
+from cifarlab.training.engine import tta_logits
+from cifarlab.training.optim import MuonSGD, orthogonalize, param_groups
+from cifarlab.training.schedules import lr_at
 from datagen import assert_annealed_on_the_clock, make_cifar10_python
 
 

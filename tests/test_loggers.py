@@ -16,7 +16,7 @@ import yaml
 
 from cifarlab.config import Config
 from cifarlab.errors import CifarlabError
-from cifarlab.train.loggers import CSVLogger, MLflowLogger, WandbLogger, loggers_from_config
+from cifarlab.training.loggers import CSVLogger, MLflowLogger, WandbLogger, loggers_from_config
 
 STEPS_PER_EPOCH = 3
 VAL_TOP1 = [0.5, 0.6]  # per epoch

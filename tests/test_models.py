@@ -42,7 +42,7 @@ def test_forward_backward_reaches_every_parameter(name, num_classes):
 
 
 def test_dropout_options_reach_only_the_nets_that_take_them():
-    from cifarlab.train.setup import model_args_of
+    from cifarlab.training.setup import model_args_of
 
     assert model_args_of(make_config(model="resnet18_imagenet")) == {}  # unset options are not passed
     assert model_args_of(make_config(model="resnet9", block_dropout=0.2)) == {"block_dropout": 0.2}
@@ -54,7 +54,7 @@ def test_dropout_options_reach_only_the_nets_that_take_them():
 
 
 def test_unknown_model_and_option_name_the_choices():
-    with pytest.raises(CifarlabError, match="unknown model 'resnet7'; known models: .*resnet9"):
+    with pytest.raises(CifarlabError, match="unknown model 'resnet7'; did you mean 'resnet9'.*; known models: .*resnet50"):
         create_model("resnet7")
     with pytest.raises(CifarlabError, match="takes no option 'width'"):
         create_model("resnet9", width=3)

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 import cifarlab
 from cifarlab.data import open_source, read_unlabeled_pickle
 from cifarlab.errors import CifarlabError
-from cifarlab.train import checkpoint as ckpt_mod
-from cifarlab.train.checkpoint import load_checkpoint, save_checkpoint
+from cifarlab.training import checkpoint as ckpt_mod
+from cifarlab.training.checkpoint import load_checkpoint, save_checkpoint
 from datagen import (
     make_cifar10_binary,
     make_cifar10_python,
@@ -291,7 +291,7 @@ def test_sigkill_inside_a_checkpoint_write_leaves_a_loadable_file(tmp_path):
     path = tmp_path / "last.pt"
     script = (
         "import sys, torch\n"
-        "from cifarlab.train.checkpoint import build_checkpoint, save_checkpoint\n"
+        "from cifarlab.training.checkpoint import build_checkpoint, save_checkpoint\n"
         "i = 0\n"
         "while True:\n"
         "    save_checkpoint(build_checkpoint(model='resnet_small', model_args={}, classes=['a'], mean=[0.5] * 3,"
@@ -311,7 +311,7 @@ def test_sigkill_inside_a_checkpoint_write_leaves_a_loadable_file(tmp_path):
         assert ckpt["state_dict"]["w"][0] == ckpt["epoch"]  # whole: its values belong together
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "last.pt"]
     from cifarlab.config import make_config
-    from cifarlab.train.trainer import _make_run_dir
+    from cifarlab.training.trainer import _make_run_dir
 
     _, lock = _make_run_dir(make_config(out=str(tmp_path)))  # a resumed run sweeps the killed writes' temp files
     lock.release()

@@ -10,7 +10,7 @@ from PIL import Image
 import cifarlab
 from cifarlab.cli import main
 from cifarlab.evaluate.report import RUN_PLOTS
-from cifarlab.train.checkpoint import load_checkpoint
+from cifarlab.training.checkpoint import load_checkpoint
 from datagen import make_cifar10_python
 
 # figure sizes (inches) x 100 dpi, for 10 classes

@@ -15,7 +15,7 @@ import pytest
 import cifarlab
 from cifarlab.cli import main
 from cifarlab.errors import Interrupted
-from cifarlab.train.checkpoint import load_checkpoint
+from cifarlab.training.checkpoint import load_checkpoint
 from datagen import make_cifar10_python
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cifarlab.config import make_config
-from cifarlab.train.schedules import Plateau, lr_at
+from cifarlab.training.schedules import Plateau, lr_at
 
 
 def _torch_lrs(make_sched, steps, lr=0.1):

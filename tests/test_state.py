@@ -6,7 +6,7 @@ import pytest
 
 from cifarlab.errors import CifarlabError
 from cifarlab.metrics import METRICS, improves
-from cifarlab.train.state import EpochState, TrainState
+from cifarlab.training.state import EpochState, TrainState
 
 
 def _row(epoch: int, **metrics) -> dict:

@@ -10,7 +10,7 @@ import yaml
 import cifarlab
 from cifarlab.cli import main
 from cifarlab.config import list_recipes, make_config
-from cifarlab.train.callbacks import Callback
+from cifarlab.training.callbacks import Callback
 
 
 @pytest.mark.parametrize("recipe", [r for r in list_recipes() if r.startswith("seed")])

@@ -11,7 +11,7 @@ import yaml
 
 import cifarlab
 from cifarlab.errors import CifarlabError
-from cifarlab.train.checkpoint import load_checkpoint, model_from_checkpoint
+from cifarlab.training.checkpoint import load_checkpoint, model_from_checkpoint
 from datagen import make_cifar10_python, make_image_folder, make_unlabeled_pickle
 
 

@@ -19,7 +19,7 @@ from cifarlab.evaluate.evaluate import load_for_inference
 from cifarlab.export import export, import_state_dict
 from cifarlab.models import count_params, create_model, list_models
 from cifarlab.models.weights import load_weights, read_state_dict
-from cifarlab.train.checkpoint import build_checkpoint, save_checkpoint
+from cifarlab.training.checkpoint import build_checkpoint, save_checkpoint
 from datagen import make_cifar10_python, make_unlabeled_pickle
 
 # ---- torchvision's key names and shapes, written out from its published architecture ----------------------

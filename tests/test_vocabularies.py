@@ -9,10 +9,10 @@ import torch
 
 from cifarlab.config import make_config
 from cifarlab.errors import CifarlabError
-from cifarlab.train.engine import TTA_VIEWS, tta_logits
-from cifarlab.train.optim import OPTIMIZERS, make_optimizer
-from cifarlab.train.schedules import SCHEDULES, lr_at
-from cifarlab.train.setup import VOCABULARIES
+from cifarlab.training.engine import TTA_VIEWS, tta_logits
+from cifarlab.training.optim import OPTIMIZERS, make_optimizer
+from cifarlab.training.schedules import SCHEDULES, lr_at
+from cifarlab.training.setup import VOCABULARIES
 
 
 @pytest.mark.parametrize("name", list(SCHEDULES))

@@ -7,15 +7,48 @@ Everything the command line does is a Python call first::
     metrics = cifarlab.evaluate(result.run_dir / "best.pt")
     cifarlab.predict(result.run_dir / "best.pt", "cifar_test_nolabels.pkl", out="submission.csv")
     model = cifarlab.create_model("resnet9")
+
+The names below are imported on first use, so that ``import cifarlab`` (and ``cifarlab --help``) does not load torch.
 """
 
-from ._version import __version__
-from .api import train  # noqa: E402
-from .config import Config, list_recipes, make_config  # noqa: E402
-from .errors import CifarlabError  # noqa: E402
-from .evaluate import evaluate, predict, write_comparison  # noqa: E402
-from .models import count_params, create_model, list_models, summarize  # noqa: E402
-from .train.callbacks import Callback  # noqa: E402
+from __future__ import annotations
 
-__all__ = ["Callback", "CifarlabError", "Config", "count_params", "create_model", "evaluate", "list_models",
-           "list_recipes", "make_config", "predict", "summarize", "train", "write_comparison", "__version__"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+# public name -> the module that defines it
+_LAZY = {
+    "train": ".api", "load_model": ".api",
+    "Config": ".config", "list_recipes": ".config", "make_config": ".config",
+    "CifarlabError": ".errors",
+    "evaluate": ".evaluate", "predict": ".evaluate", "write_comparison": ".evaluate", "write_run_report": ".evaluate",
+    "export": ".export",
+    "count_params": ".models", "create_model": ".models", "list_models": ".models", "summarize": ".models",
+    "Callback": ".training.callbacks",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'cifarlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .api import load_model, train
+    from .config import Config, list_recipes, make_config
+    from .errors import CifarlabError
+    from .evaluate import evaluate, predict, write_comparison, write_run_report
+    from .export import export
+    from .models import count_params, create_model, list_models, summarize
+    from .training.callbacks import Callback

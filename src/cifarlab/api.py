@@ -6,9 +6,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .evaluate.report import write_run_report
-from .train.callbacks import Callback
-from .train.trainer import RunResult
-from .train.trainer import train as _train
+from .training.callbacks import Callback
+from .training.trainer import RunResult
+from .training.trainer import train as _train
 
 
 def train(recipe: str | None = None, data: str | None = None, *, resume: str | None = None, report: bool = True,
@@ -27,3 +27,27 @@ def train(recipe: str | None = None, data: str | None = None, *, resume: str | N
     """
     return _train(recipe, data, resume=resume, reporter=write_run_report if report else None, on_epoch=on_epoch,
                   callbacks=callbacks, **overrides)
+
+
+def load_model(checkpoint: str, *, device: str = "auto", model: str | None = None,
+               mean: list[float] | None = None, std: list[float] | None = None):
+    """The network in `checkpoint`, in eval mode on `device`, as ``eval`` and ``predict`` load it: a cifarlab
+    checkpoint, a ``.safetensors`` file written by ``export``, an exported ``.onnx`` file (a callable run by
+    onnxruntime), or a plain state dict with `model` (and the `mean`/`std` it was trained with).
+    Its class names, normalization and config are on ``net.cifarlab`` (a dict).
+
+    >>> net = cifarlab.load_model("runs/fast94/best.pt")  # doctest: +SKIP
+    >>> net.cifarlab["classes"][net(x).argmax(1)[0]]  # doctest: +SKIP
+    """
+    from .evaluate.evaluate import load_for_inference
+
+    net, ckpt, _ = load_for_inference(checkpoint, device, model=model, mean=mean, std=std)
+    if hasattr(net, "eval"):
+        net.eval()
+    info = {k: ckpt.get(k) for k in ("model", "model_args", "classes", "num_classes", "mean", "std")}
+    info["config"] = ckpt.get("config", {})
+    try:
+        net.cifarlab = info
+    except AttributeError:
+        pass
+    return net

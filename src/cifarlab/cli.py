@@ -6,14 +6,16 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from typing import Any
 
 import yaml
 
+from ._version import __version__
 from .config import INTERPOLATIONS, MAX_RESIZE
-from .errors import CifarlabError, Interrupted
+from .errors import CifarlabError, Interrupted, did_you_mean
 
 log = logging.getLogger("cifarlab")
 
@@ -51,6 +53,14 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     for key in ("epochs", "seed", "out", "val_split"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
+    if args.print_config:
+        from pathlib import Path
+
+        from .config import make_config, to_yaml
+
+        recipe = str(Path(args.resume) / "config.yaml") if args.resume else args.recipe
+        print(to_yaml(make_config(recipe, data=args.data, **overrides)), end="")
+        return 0
     if args.resume:
         train(args.recipe, resume=args.resume, data=args.data, report=not args.no_report, **overrides)
         return 0
@@ -80,12 +90,16 @@ def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
+    import torch
+
     from .models import create_model, list_models, summarize
 
-    print(f"{'model':<16} {'parameters':>12} {'MACs/image':>15}")
+    print(f"{'model':<22} {'parameters':>12} {'MACs/image':>15}")
     for name in list_models():
-        s = summarize(create_model(name, num_classes=args.num_classes or None))
-        print(f"{name:<16} {s.total_params:>12,} {s.macs:>15,}")
+        with torch.device("meta"):  # shapes and counts only: no memory, no initialization
+            net = create_model(name, num_classes=args.num_classes or None)
+        s = summarize(net)
+        print(f"{name:<22} {s.total_params:>12,} {s.macs:>15,}")
     return 0
 
 
@@ -116,6 +130,40 @@ def cmd_recipes(args: argparse.Namespace, extra: list[str]) -> int:
     for name in list_recipes():
         first = find_recipe(name).read_text().splitlines()[0].lstrip("# ").strip()
         print(f"{name:<20} {first}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace, extra: list[str]) -> int:
+    import dataclasses
+
+    from .config import FIELDS, config_docs, make_config
+
+    docs = config_docs()
+    values = dataclasses.asdict(make_config(args.recipe)) if args.recipe else {}
+    if args.key:
+        key = args.key.replace("-", "_")
+        docs = [d for d in docs if d.key.startswith(key)]
+        if not docs:
+            from .errors import SYNONYMS
+
+            raise CifarlabError(f"unknown config key '{args.key}'{did_you_mean(key, FIELDS, SYNONYMS)}")
+    section = None
+    for d in docs:
+        if d.section != section and not args.key:
+            section = d.section
+            print(f"\n# {section}")
+        value = values.get(d.key, d.default)
+        shown = json.dumps(value) if not isinstance(value, str) else (repr(value) if value == "" else value)
+        print(f"--{d.key.replace('_', '-')} (default {shown})\n    {d.meaning}")
+    return 0
+
+
+def cmd_completion(args: argparse.Namespace, extra: list[str]) -> int:
+    try:
+        import shtab
+    except ImportError:
+        raise CifarlabError("shell completion needs the shtab package: pip install 'cifarlab[completion]'") from None
+    print(shtab.complete(build_parser(), shell=args.shell))
     return 0
 
 
@@ -200,15 +248,36 @@ def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
 
 def _weights_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="the checkpoint is a plain state dict of this registered model")
-    p.add_argument("--mean", type=float, nargs=3, help="with --model: normalization mean it was trained with")
-    p.add_argument("--std", type=float, nargs=3, help="with --model: normalization std it was trained with")
+    p.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"),
+                   help="with --model: normalization mean it was trained with ([0,1] units)")
+    p.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"),
+                   help="with --model: normalization std it was trained with ([0,1] units)")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown beside each option; the examples below a command keep their lines."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, "", []) or isinstance(action.default, bool):
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, ending a usage error with one line (the usage is one `--help` away)."""
+    """argparse, ending a usage error with one line (the usage is one `--help` away) and a guess at a typo."""
+
+    def __init__(self, *args, examples: str = "", **kwargs):
+        if examples:
+            kwargs["epilog"] = "examples:\n" + "\n".join(f"  {line}" for line in examples.strip().splitlines())
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+        message = " ".join(message.split())
+        wrong = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if wrong:
+            message += did_you_mean(wrong.group(1), re.findall(r"'([^']*)'", wrong.group(2)))
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _count(low: int, high: int | None = None):
@@ -226,121 +295,214 @@ def _count(low: int, high: int | None = None):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="cifarlab", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    t = sub.add_parser("train", help="train a model from a recipe; any config key can be given as --key value")
-    t.add_argument("--recipe", help="recipe name or YAML file (a run's config.yaml re-runs it)")
+def _train_parser(sub) -> None:
+    t = sub.add_parser("train", help="train a model from a recipe; any config key can be given as --key value",
+                       description="Train a model from a recipe. Any config key (cifarlab config lists all 81) "
+                                   "can be given as --key value; values are read as YAML.",
+                       examples="""
+cifarlab train --recipe fast94 --data cifar10-train-jpg.tar.gz
+cifarlab train --recipe seed001_small --data ./cifar-10-batches-py --epochs 5 --lr 0.05
+cifarlab train --model resnet18 --params 2M --data ./cifar-10-batches-py --precision bf16
+cifarlab train --recipe fast94 --print-config
+cifarlab train --resume runs/fast94-20261203-101500""")
+    t.add_argument("--recipe", help="recipe name (cifarlab recipes lists them) or YAML file; a run's config.yaml "
+                                    "re-runs it")
     t.add_argument("--data", help="CIFAR directory, image folder or .tar.gz")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--out", help="run directory (default runs/<recipe>-<time>)")
-    t.add_argument("--val-split", dest="val_split", type=float, help="validation share (0 = none)")
+    t.add_argument("--epochs", type=_count(1), help="passes over the training split (default: the recipe's)")
+    t.add_argument("--seed", type=int, help="seed of weights, data order and augmentation (default: the recipe's)")
+    t.add_argument("--out", help="run directory (default: runs/<recipe>-<time>)")
+    t.add_argument("--val-split", dest="val_split", type=float,
+                   help="validation share (<1) or count (>=1) of the training split; 0 = none")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
     t.add_argument("--no-report", action="store_true", help="skip the plots and report.html")
+    t.add_argument("--print-config", action="store_true",
+                   help="print the resolved config as YAML and exit without reading data or training")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint: loss, top-1/2/3, per-class, confusion matrix")
-    e.add_argument("checkpoint")
-    e.add_argument("--data", help="default: the data the checkpoint was trained on")
-    e.add_argument("--split", choices=["val", "test", "train"], help="default: val if the run had one, else test")
+
+def _eval_parsers(sub) -> None:
+    e = sub.add_parser("eval", help="evaluate a checkpoint: loss, top-1/2/3, per-class, confusion matrix",
+                       examples="""
+cifarlab eval runs/fast94/best.pt
+cifarlab eval runs/fast94/best.pt --data ./cifar-10-batches-py --split test --tta
+cifarlab eval notebook_weights.pth --model resnet9 --mean 0.5 0.5 0.5 --std 0.5 0.5 0.5 --data ./cifar-10-batches-py""")
+    e.add_argument("checkpoint", help="cifarlab checkpoint (.pt), exported .onnx, or a state dict with --model")
+    e.add_argument("--data", help="dataset to evaluate on (default: the data the checkpoint was trained on)")
+    e.add_argument("--split", choices=["val", "test", "train"],
+                   help="split to evaluate (default: val if the run had one, else test)")
     e.add_argument("--out", help="output directory (default: eval/ beside the checkpoint)")
     e.add_argument("--tta", nargs="?", const="flip", default="none", choices=["none", "flip", "flip_translate"],
                    help="test-time augmentation (--tta alone: flip)")
-    e.add_argument("--batch-size", type=_count(1), default=500)
-    e.add_argument("--device", default="auto")
+    e.add_argument("--batch-size", type=_count(1), default=500, help="images per forward pass")
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     _weights_options(e)
     e.set_defaults(func=cmd_eval)
 
-    r = sub.add_parser("predict", help="label unlabeled images; writes a Kaggle ID,Labels CSV")
-    r.add_argument("checkpoint")
+    r = sub.add_parser("predict", help="label unlabeled images; writes a Kaggle ID,Labels CSV",
+                       examples="""
+cifarlab predict runs/fast94/best.pt --input cifar_test_nolabels.pkl --out submission.csv
+cifarlab predict model.onnx --input photos/ --label-names""")
+    r.add_argument("checkpoint", help="cifarlab checkpoint (.pt), exported .onnx, or a state dict with --model")
     r.add_argument("--input", nargs="+", required=True, help="unlabeled pickle, image folder or image files")
-    r.add_argument("--out", default="submission.csv")
+    r.add_argument("--out", default="submission.csv", help="CSV file to write")
     r.add_argument("--tta", nargs="?", const="flip", default="none", choices=["none", "flip", "flip_translate"],
                    help="test-time augmentation (--tta alone: flip)")
     r.add_argument("--label-names", action="store_true", help="write class names instead of indices")
-    r.add_argument("--batch-size", type=_count(1), default=500)
-    r.add_argument("--device", default="auto")
+    r.add_argument("--batch-size", type=_count(1), default=500, help="images per forward pass")
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     _weights_options(r)
     r.set_defaults(func=cmd_predict)
 
+
+def _weights_parsers(sub) -> None:
     im = sub.add_parser("import", help="turn a plain state dict (a notebook's, kuangliu's, torchvision's) into a "
-                                       "checkpoint")
+                                       "checkpoint",
+                        examples="cifarlab import resnet9_notebook.pth --model resnet9 --mean 0.5 0.5 0.5 "
+                                 "--std 0.5 0.5 0.5 --out resnet9.pt")
     im.add_argument("weights", help="state dict file (.pth/.pt) or URL")
     im.add_argument("--model", required=True, help="registered model whose layout the weights have")
     im.add_argument("--out", required=True, help="checkpoint to write")
-    im.add_argument("--mean", type=float, nargs=3, help="normalization mean the weights were trained with ([0,1])")
-    im.add_argument("--std", type=float, nargs=3, help="normalization std the weights were trained with ([0,1])")
+    im.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"),
+                    help="normalization mean the weights were trained with ([0,1])")
+    im.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"),
+                    help="normalization std the weights were trained with ([0,1])")
     im.add_argument("--classes", nargs="+", help="class names (default: CIFAR-10's for 10 outputs)")
     im.add_argument("--resize", type=_count(0, MAX_RESIZE), default=0,
-                    help="input size the weights expect (default: 32)")
-    im.add_argument("--interpolation", default="bilinear", choices=INTERPOLATIONS)
+                    help="input size the weights expect in px (0 = 32)")
+    im.add_argument("--interpolation", default="bilinear", choices=INTERPOLATIONS, help="resize filter")
     im.set_defaults(func=cmd_import)
 
-    ex = sub.add_parser("export", help="write a checkpoint as ONNX, TorchScript or a plain state dict")
-    ex.add_argument("checkpoint")
-    ex.add_argument("--format", required=True, choices=["onnx", "torchscript", "state_dict"])
-    ex.add_argument("--out", required=True)
+    ex = sub.add_parser("export", help="write a checkpoint as ONNX, TorchScript or a plain state dict",
+                        examples="""
+cifarlab export runs/fast94/best.pt --format onnx --out fast94.onnx
+cifarlab export runs/fast94/best.pt --format state_dict --out fast94_weights.pt""")
+    ex.add_argument("checkpoint", help="cifarlab checkpoint (.pt)")
+    ex.add_argument("--format", required=True, choices=["onnx", "torchscript", "state_dict"], help="output format")
+    ex.add_argument("--out", required=True, help="file to write")
     ex.set_defaults(func=cmd_export)
 
-    m = sub.add_parser("models", help="list registered models with parameters and MACs")
-    m.add_argument("--num-classes", type=_count(1))
+
+def _inspect_parsers(sub) -> None:
+    m = sub.add_parser("models", help="list registered models with parameters and MACs",
+                       examples="cifarlab models --num-classes 100")
+    m.add_argument("--num-classes", type=_count(1), help="classifier width (default: each model's own)")
     m.set_defaults(func=cmd_models)
 
-    s = sub.add_parser("summary", help="layer table of a model (torchsummary format)")
-    s.add_argument("model")
-    s.add_argument("--num-classes", type=_count(1))
-    s.add_argument("--budget", help="exit non-zero when the model has more parameters, e.g. 5M")
+    s = sub.add_parser("summary", help="layer table of a model (torchsummary format)",
+                       examples="cifarlab summary resnet9 --budget 5M")
+    s.add_argument("model", help="registered model name (cifarlab models lists them)")
+    s.add_argument("--num-classes", type=_count(1), help="classifier width (default: the model's own)")
+    s.add_argument("--budget", help="exit 1 when the model has more parameters, e.g. 5M")
     s.set_defaults(func=cmd_summary)
 
-    rp = sub.add_parser("report", help="one page comparing runs: overlaid curves, a sortable table of figures")
-    rp.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    rp = sub.add_parser("report", help="one page comparing runs: overlaid curves, a sortable table of figures",
+                        examples="cifarlab report runs/small runs/medium runs/large --out runs/compare")
+    rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories to compare")
     rp.add_argument("--out", required=True, help="directory for report.html and its plots")
     rp.set_defaults(func=cmd_report)
 
-    rc = sub.add_parser("recipes", help="list the bundled recipes")
+    rc = sub.add_parser("recipes", help="list the bundled recipes", examples="cifarlab recipes")
     rc.set_defaults(func=cmd_recipes)
 
-    cs = sub.add_parser("compare-to-study", help="a run beside the figure of the study its recipe reproduces")
+    cf = sub.add_parser("config", help="every config key with its default and meaning (or one key's)",
+                        examples="cifarlab config\ncifarlab config lr\ncifarlab config --recipe fast94")
+    cf.add_argument("key", nargs="?", help="one key (a prefix lists the keys starting with it)")
+    cf.add_argument("--recipe", help="show this recipe's values as the defaults")
+    cf.set_defaults(func=cmd_config)
+
+    cs = sub.add_parser("compare-to-study", help="a run beside the figure of the study its recipe reproduces",
+                        examples="cifarlab compare-to-study runs/seed001_small-20261203-101500")
     cs.add_argument("runs", nargs="+", help="run directories (finished, interrupted or running)")
     cs.add_argument("--json", action="store_true", help="print the comparison as JSON")
     cs.set_defaults(func=cmd_compare_to_study)
 
-    sw = sub.add_parser("sweep", help="hyper-parameter sweeps on Optuna (one machine or many workers)")
-    swsub = sw.add_subparsers(dest="sweep_command", required=True, parser_class=_Parser)
+    co = sub.add_parser("completion", help="print a shell completion script (needs the shtab package)",
+                        examples="""
+cifarlab completion bash > ~/.local/share/bash-completion/completions/cifarlab
+cifarlab completion zsh > ~/.zfunc/_cifarlab""")
+    co.add_argument("shell", choices=["bash", "zsh", "tcsh"], help="shell to complete in")
+    co.set_defaults(func=cmd_completion)
+
+
+def _sweep_parsers(sub) -> None:
+    sw = sub.add_parser("sweep", help="hyper-parameter sweeps on Optuna (one machine or many workers)",
+                        examples="cifarlab sweep run recipes/sweeps/seed002_grid.yaml\ncifarlab sweep show "
+                                 "runs/sweeps/seed002_grid")
+    swsub = sw.add_subparsers(dest="sweep_command", required=True, parser_class=_Parser, metavar="COMMAND")
     sr = swsub.add_parser("run", help="run (or join) the sweep in FILE; any config key as --key value applies to "
-                                      "every trial")
+                                      "every trial",
+                          examples="""
+cifarlab sweep run recipes/sweeps/seed002_grid.yaml --trials 8 --epochs 3
+cifarlab sweep run grid.yaml --storage postgresql+psycopg2://user:pw@host/db   # one per worker machine""")
     sr.add_argument("file", help="sweep YAML file (see recipes/sweeps/)")
     sr.add_argument("--trials", type=_count(1), help="finished trials the study stops at (default: the file's)")
-    sr.add_argument("--storage", help="database URL shared by workers, e.g. postgresql://user:pw@host/db "
+    sr.add_argument("--storage", help="database URL shared by workers, e.g. postgresql+psycopg2://user:pw@host/db "
                                       "(default: an SQLite file in the sweep directory)")
-    sr.add_argument("--out", help="sweep directory: trial runs, study.db, report (default runs/sweeps/<name>)")
+    sr.add_argument("--out", help="sweep directory: trial runs, study.db, report (default: runs/sweeps/<name>)")
     sr.set_defaults(func=cmd_sweep_run)
-    sh = swsub.add_parser("show", help="rank a sweep's trials; write best.yaml, plots and report.html")
+    sh = swsub.add_parser("show", help="rank a sweep's trials; write best.yaml, plots and report.html",
+                          examples="cifarlab sweep show runs/sweeps/seed002_grid")
     sh.add_argument("target", metavar="DIR|URL", help="sweep directory or storage URL")
     sh.add_argument("--study", help="study name (needed when the storage holds several)")
     sh.add_argument("--out", help="where to write best.yaml, plots and report.html (default: the sweep directory)")
     sh.set_defaults(func=cmd_sweep_show)
 
-    d = sub.add_parser("data", help="download datasets and inspect them")
-    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    dl = dsub.add_parser("download", help="fetch an official archive, check its MD5, extract it safely")
-    dl.add_argument("name", choices=["cifar10", "cifar10-binary", "cifar100"])
+
+def _data_parsers(sub) -> None:
+    d = sub.add_parser("data", help="download datasets and inspect them",
+                       examples="cifarlab data download cifar10 --to ~/data\ncifarlab data stats ~/data")
+    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser, metavar="COMMAND")
+    dl = dsub.add_parser("download", help="fetch an official archive, check its MD5, extract it safely",
+                         examples="cifarlab data download cifar100 --to ~/data")
+    dl.add_argument("name", choices=["cifar10", "cifar10-binary", "cifar100"], help="dataset")
     dl.add_argument("--to", required=True, help="target directory")
     dl.set_defaults(func=cmd_data_download)
-    ds = dsub.add_parser("stats", help="per-channel mean/std (float64), class counts, grayscale count")
-    ds.add_argument("path")
-    ds.add_argument("--split", default="train")
-    ds.add_argument("--label-mode", default="fine", choices=["fine", "coarse"])
-    ds.add_argument("--json", action="store_true")
+    ds = dsub.add_parser("stats", help="per-channel mean/std (float64), class counts, grayscale count",
+                         examples="cifarlab data stats ./cifar-10-batches-py --json\n"
+                                  "cifarlab data stats ./cifar-10-batches-py --resize 224 --interpolation bicubic")
+    ds.add_argument("path", help="CIFAR directory, image folder or .tar.gz")
+    ds.add_argument("--split", default="train", help="split to measure")
+    ds.add_argument("--label-mode", default="fine", choices=["fine", "coarse"], help="CIFAR-100 label set")
+    ds.add_argument("--json", action="store_true", help="print the statistics as JSON")
     ds.add_argument("--resize", type=_count(0, MAX_RESIZE), default=0,
-                    help="statistics of the images resized to this size")
-    ds.add_argument("--interpolation", default="bilinear", choices=INTERPOLATIONS)
+                    help="statistics of the images resized to this size in px (0 = as stored)")
+    ds.add_argument("--interpolation", default="bilinear", choices=INTERPOLATIONS, help="resize filter")
     ds.set_defaults(func=cmd_data_stats)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="cifarlab", description="Train, compare, tune and ship ResNet-family classifiers on CIFAR-10 "
+                "and CIFAR-100.",
+                examples="""
+cifarlab recipes                                   # what can be trained
+cifarlab train --recipe fast94 --data cifar10-train-jpg.tar.gz
+cifarlab eval runs/fast94-*/best.pt --tta
+cifarlab config lr                                 # what a config key means
+cifarlab COMMAND --help                            # a command's options and examples""")
+    p.add_argument("--version", action="version", version=f"cifarlab {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    _train_parser(sub)
+    _eval_parsers(sub)
+    _weights_parsers(sub)
+    _inspect_parsers(sub)
+    _sweep_parsers(sub)
+    _data_parsers(sub)
     return p
+
+
+def _configure_logging(level: int) -> None:
+    """The `cifarlab` logger (every module of the library logs under it) to stderr; other libraries' loggers,
+    and the root logger, are left as the user's program set them."""
+    logger = logging.getLogger("cifarlab")
+    logger.setLevel(level)
+    if not any(getattr(h, "_cifarlab", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._cifarlab = True
+        logger.addHandler(handler)
+    logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -348,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "train" and getattr(args, "sweep_command", None) != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    _configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.func(args, extra)
     except CifarlabError as exc:

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .errors import CifarlabError
+from .errors import SYNONYMS, CifarlabError, did_you_mean
 
 
 @dataclass
@@ -77,7 +77,7 @@ class Config:
     ema_ramp: float = 0.0  # the average's keep factor grows as (training progress) ** ema_ramp (0 = constant)
     stem_bias_epochs: float = 0.0  # fast nets: freeze the whitening stem's bias after this many epochs (0 = never)
 
-    # --- learning-rate schedule (pure functions of the step, see train/schedules.py) ---------------------
+    # --- learning-rate schedule (pure functions of the step, see training/schedules.py) ---------------------
     schedule: str = "cosine"  # constant | multistep | exponential | cosine | cyclic | onecycle | triangle | plateau
     schedule_interval: str = "step"  # "step": LR changes every step; "epoch": held constant within an epoch
     warmup_epochs: float = 0.0  # linear warm-up length in epochs (cosine, constant, multistep, exponential)
@@ -174,7 +174,7 @@ def _coerce(name: str, value: Any) -> Any:
 
 
 # Plain vocabularies. Those with an implementation table (optimizer, schedule, tta, best_metric, plateau_metric)
-# are checked against that table (cifarlab.train.setup.VOCABULARIES).
+# are checked against that table (cifarlab.training.setup.VOCABULARIES).
 _CHOICES = {
     "precision": ("auto", "fp32", "bf16"),
     "schedule_interval": ("step", "epoch"),
@@ -287,7 +287,7 @@ def validate(cfg: Config) -> Config:
                 raise CifarlabError(f"config key '{key}': {exc}") from None
     # Names with an implementation (optimizer, schedule, tta, metrics) are the keys of its table, read from there;
     # imported here, not at the top, so that reading a config needs no torch.
-    from .train.setup import check_vocabularies
+    from .training.setup import check_vocabularies
 
     check_vocabularies(cfg)
     return cfg
@@ -299,7 +299,8 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
     for key, value in overrides.items():
         key = key.replace("-", "_")
         if key not in FIELDS:
-            raise CifarlabError(f"unknown config key '{key}'; valid keys: {', '.join(sorted(FIELDS))}")
+            raise CifarlabError(f"unknown config key '{key}'{did_you_mean(key, FIELDS, SYNONYMS)} "
+                                "(cifarlab config lists every key)")
         values[key] = _coerce(key, value)
     return Config(**values)
 
@@ -333,7 +334,8 @@ def find_recipe(name: str) -> Path:
         candidate = d / f"{name}.yaml"
         if candidate.is_file():
             return candidate
-    raise CifarlabError(f"unknown recipe '{name}'; known recipes: {', '.join(list_recipes())}")
+    known = list_recipes()
+    raise CifarlabError(f"unknown recipe '{name}'{did_you_mean(name, known)}; known recipes: {', '.join(known)}")
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -400,3 +402,36 @@ def make_config(recipe_name: str | None = None, /, **overrides: Any) -> Config:
 
 def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
+
+
+@dataclass(frozen=True)
+class KeyDoc:
+    key: str
+    default: Any
+    section: str
+    meaning: str  # the comment beside the field in this file: meaning, units, choices
+
+
+def config_docs() -> list[KeyDoc]:
+    """Every config key with its default, its section and the comment written beside it in ``Config`` (a comment
+    continued on the following lines is joined), read from this file's source, so the docs cannot drift."""
+    import io
+    import tokenize
+
+    source = Path(__file__).read_text(encoding="utf-8")
+    body = source[source.index("class Config:"):source.index("\nFIELDS = ")]
+    notes: dict[str, list[str]] = {}
+    sections: dict[str, str] = {}
+    section, last = "", None
+    for tok in tokenize.generate_tokens(io.StringIO(body).readline):
+        if tok.type == tokenize.NAME and tok.start[1] == 4 and tok.string in FIELDS and last != tok.string:
+            last = tok.string
+            notes[last], sections[last] = [], section
+        elif tok.type == tokenize.COMMENT:
+            text = tok.string.lstrip("#").strip()
+            if text.startswith("---"):
+                section, last = text.strip("- "), None
+            elif last is not None:
+                notes[last].append(text)
+    defaults = dataclasses.asdict(Config())
+    return [KeyDoc(k, defaults[k], sections.get(k, ""), " ".join(notes.get(k, []))) for k in FIELDS]

@@ -22,3 +22,31 @@ class Interrupted(Exception):
         self.signum = signum
         self.run_dir = run_dir
         self.step = step
+
+
+# Names people bring from other tools (timm, Lightning, Keras, torchvision scripts) for cifarlab's config keys.
+SYNONYMS = {"learning_rate": "lr", "learningrate": "lr", "wd": "weight_decay", "l2": "weight_decay",
+            "decay": "weight_decay", "bs": "batch_size", "batch": "batch_size", "epoch": "epochs",
+            "num_epochs": "epochs", "max_epochs": "epochs", "arch": "model", "model_name": "model",
+            "opt": "optimizer", "optim": "optimizer", "sched": "schedule", "scheduler": "schedule",
+            "lr_scheduler": "schedule", "smoothing": "label_smoothing", "amp": "precision", "dtype": "precision",
+            "workers": "threads", "num_threads": "threads", "drop": "dropout", "drop_rate": "dropout",
+            "dataset": "data", "data_dir": "data", "root": "data", "output": "out", "output_dir": "out",
+            "warmup": "warmup_epochs", "patience": "early_stop_patience", "teacher_model": "teacher"}
+
+
+def did_you_mean(name: str, choices, synonyms: dict[str, str] | None = None) -> str:
+    """'; did you mean 'x'?' when `name` is close to one of `choices` (or a known synonym of one), else ''."""
+    import difflib
+
+    choices = list(choices)
+    key = str(name).lower().replace("-", "_")
+    hint = (synonyms or {}).get(key)
+    if hint in choices:
+        close = [hint]
+    else:
+        scored = sorted(((difflib.SequenceMatcher(None, key, c).ratio(), c) for c in choices), reverse=True)
+        close = [c for r, c in scored[:3] if r >= 0.6 and r >= scored[0][0] - 0.1]
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?"

@@ -25,7 +25,7 @@ from .errors import CifarlabError
 from .files import atomic_write, make_dir
 from .models import create_model
 from .models.weights import load_weights, read_state_dict
-from .train.checkpoint import build_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
+from .training.checkpoint import build_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
 
 FORMATS = ("onnx", "torchscript", "state_dict")
 

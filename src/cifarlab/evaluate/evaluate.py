@@ -15,9 +15,9 @@ from ..device import resolve_device
 from ..errors import CifarlabError
 from ..files import atomic_write, make_dir, write_text
 from ..metrics import per_class_accuracy
-from ..train.checkpoint import load_checkpoint, model_from_checkpoint
-from ..train.engine import evaluate_model
-from ..train.engine import tta_mode as _tta
+from ..training.checkpoint import load_checkpoint, model_from_checkpoint
+from ..training.engine import evaluate_model
+from ..training.engine import tta_mode as _tta
 from . import plots
 
 log = logging.getLogger("cifarlab")

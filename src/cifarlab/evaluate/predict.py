@@ -18,8 +18,8 @@ from ..data import ImageSet, read_unlabeled_pickle
 from ..data.formats import IMAGE_SUFFIXES
 from ..errors import CifarlabError
 from ..files import atomic_write, make_dir
-from ..train.engine import evaluate_model
-from ..train.engine import tta_mode as _tta
+from ..training.engine import evaluate_model
+from ..training.engine import tta_mode as _tta
 from .evaluate import inference_loader, load_for_inference
 
 

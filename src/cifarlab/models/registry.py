@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ..errors import CifarlabError
+from ..errors import CifarlabError, did_you_mean
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -27,7 +27,8 @@ def list_models() -> list[str]:
 def check_model(name: str, **kwargs) -> None:
     """An unknown name lists the known ones; an option the factory does not take lists the ones it does."""
     if name not in _REGISTRY:
-        raise CifarlabError(f"unknown model '{name}'; known models: {', '.join(list_models())}")
+        raise CifarlabError(f"unknown model '{name}'{did_you_mean(name, _REGISTRY)}; known models: "
+                            f"{', '.join(list_models())}")
     accepted = inspect.signature(_REGISTRY[name]).parameters
     for key in kwargs:
         if key == "params" and "widths" in accepted:  # a parameter budget, resolved to widths (models/budget.py)

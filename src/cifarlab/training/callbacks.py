@@ -9,9 +9,9 @@ The trainer calls, in this order::
     on_interrupt                 when a signal or Ctrl-C stops the run (last.pt is already saved)
     on_fit_end(summary)          once, after the final evaluation, with the run's summary
 
-Every hook receives the :class:`~cifarlab.train.trainer.Trainer` first. What a callback may read from it:
+Every hook receives the :class:`~cifarlab.training.trainer.Trainer` first. What a callback may read from it:
 ``cfg`` (the resolved :class:`~cifarlab.config.Config`), ``run_dir``, ``state`` (the
-:class:`~cifarlab.train.state.TrainState`: ``epoch``, ``step``, ``best``, ``history`` ...), ``epoch_state`` (progress
+:class:`~cifarlab.training.state.TrainState`: ``epoch``, ``step``, ``best``, ``history`` ...), ``epoch_state`` (progress
 through the current epoch), ``parts`` (model, optimizer, loaders), ``dist`` (rank and world).
 
 A callback that writes files or talks to a service sets ``main_only = True``: in a distributed run only rank 0

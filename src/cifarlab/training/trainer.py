@@ -398,7 +398,7 @@ def _epoch_line(row: dict, epochs: int, improved: bool) -> str:
 
 def _ensure_logging() -> None:
     # Notebook users call cifarlab.train() without configuring logging: give them the epoch lines anyway.
-    if not logging.getLogger().handlers and not log.handlers:
+    if not log.hasHandlers():  # neither the cifarlab logger nor the root logger has been configured
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
@@ -436,7 +436,7 @@ def train(recipe: str | None = None, data: str | None = None, *, resume: str | N
     ``recipe`` is a recipe name (``cifarlab.list_recipes()``) or a YAML path (a run's ``config.yaml`` works);
     ``data`` is any source the readers know; every other keyword overrides a config key
     (``epochs=3, lr=0.05, ...``). ``resume=RUN_DIR`` continues that run from its ``last.pt`` (only the keys in
-    ``cifarlab.config.RESUMABLE`` may change). ``callbacks`` are :class:`~cifarlab.train.callbacks.Callback`
+    ``cifarlab.config.RESUMABLE`` may change). ``callbacks`` are :class:`~cifarlab.training.callbacks.Callback`
     objects whose hooks the loop calls.
 
     >>> result = cifarlab.train("seed001_small", data="cifar10-train-jpg.tar.gz", epochs=3)  # doctest: +SKIP

@@ -3,7 +3,7 @@
 Parameters fall into two groups: filters/weights (ndim > 1) and the rest (biases, BatchNorm shifts). The
 second group can be exempt from weight decay (`no_decay_bn_bias`) and can learn `bias_lr_scale` times faster
 with its decay divided by the same factor, so its per-step shrinkage is unchanged (the airbench trick).
-Every group carries an `lr_scale`, which :func:`cifarlab.train.schedules.step_lrs` multiplies in.
+Every group carries an `lr_scale`, which :func:`cifarlab.training.schedules.step_lrs` multiplies in.
 
 `optimizer: muon` updates conv filters with Muon (momentum, then the update orthogonalized by a Newton-Schulz
 iteration) and everything else with Nesterov SGD.
@@ -44,7 +44,7 @@ def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
 
 
 def set_lrs(optimizer: torch.optim.Optimizer, lrs: list[float]) -> None:
-    """Give each parameter group its LR, as :func:`cifarlab.train.schedules.step_lrs` computed them."""
+    """Give each parameter group its LR, as :func:`cifarlab.training.schedules.step_lrs` computed them."""
     for g, lr in zip(optimizer.param_groups, lrs, strict=True):
         g["lr"] = lr
 
