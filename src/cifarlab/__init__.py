@@ -29,7 +29,10 @@ _LAZY = {
     "Callback": ".training.callbacks",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+__all__ = ["Callback", "CifarlabError", "Config", "count_params", "create_model", "evaluate", "export", "list_models",
+           "list_recipes", "load_model", "make_config", "predict", "summarize", "train", "write_comparison",
+           "write_run_report", "__version__"]
+assert set(__all__) == set(_LAZY) | {"__version__"}
 
 
 def __getattr__(name: str) -> Any:
