@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from common import machine  # noqa: E402
 
 from cifarlab.data import BatchLoader, load_splits  # noqa: E402
-from cifarlab.evaluate.report import write_run_report  # noqa: E402
+from cifarlab.evaluation.report import write_run_report  # noqa: E402
 from cifarlab.models import summarize  # noqa: E402
 from cifarlab.training.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from cifarlab.training.engine import evaluate_model  # noqa: E402

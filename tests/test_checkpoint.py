@@ -1,5 +1,5 @@
 """The checkpoint schema: the keys a run writes are the documented ones, reading is strict, version 1 still loads
-and resumes; the train/ package keeps its functions short and its checkpoint keys in one place."""
+and resumes; the training/ package keeps its functions short and its checkpoint keys in one place."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from cifarlab.training.checkpoint import (
     save_checkpoint,
 )
 
-TRAIN = Path(cifarlab.__file__).parent / "train"
+TRAIN = Path(cifarlab.__file__).parent / "training"
+assert TRAIN.is_dir(), TRAIN  # else the glob below would make no tests at all
 
 
 def test_a_runs_checkpoint_holds_exactly_the_documented_keys(trained_run):
@@ -96,7 +97,7 @@ def test_train_functions_fit_on_one_screen_without_closures_that_assign(path):
 
 
 def test_checkpoint_dicts_are_built_in_one_place():
-    """No module but train/checkpoint.py writes a dict literal holding a checkpoint's weights key."""
+    """No module but training/checkpoint.py writes a dict literal holding a checkpoint's weights key."""
     src = Path(cifarlab.__file__).parent
     builders = []
     for path in src.rglob("*.py"):
@@ -104,4 +105,4 @@ def test_checkpoint_dicts_are_built_in_one_place():
             if isinstance(node, ast.Dict) and any(isinstance(k, ast.Constant) and k.value == "state_dict"
                                                   for k in node.keys):
                 builders.append(path.relative_to(src).as_posix())
-    assert set(builders) == {"train/checkpoint.py"}, builders
+    assert set(builders) == {"training/checkpoint.py"}, builders

@@ -1,4 +1,4 @@
-"""Knowledge distillation (train/distill.py): Hinton's loss, a teacher that never changes, exact resume."""
+"""Knowledge distillation (training/distill.py): Hinton's loss, a teacher that never changes, exact resume."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def test_resume_mid_epoch_with_a_teacher_is_exact(data_and_teacher, tmp_path):
 
 
 def test_an_onnx_teacher_teaches(data_and_teacher, tmp_path):
-    from cifarlab.export import export
+    from cifarlab.exporting import export
 
     data, teacher = data_and_teacher
     onnx_teacher = export(teacher, "onnx", tmp_path / "teacher.onnx")

@@ -419,7 +419,7 @@ def test_a_failed_write_at_each_point_of_a_run_is_one_line_and_resume_finishes_i
 
 @pytest.fixture(scope="module")
 def onnx_file(tmp_path_factory, trained_run) -> Path:
-    from cifarlab.export import export
+    from cifarlab.exporting import export
 
     return export(trained_run / "best.pt", "onnx", tmp_path_factory.mktemp("onnx") / "m.onnx")
 

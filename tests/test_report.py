@@ -9,7 +9,7 @@ from PIL import Image
 
 import cifarlab
 from cifarlab.cli import main
-from cifarlab.evaluate.report import RUN_PLOTS
+from cifarlab.evaluation.report import RUN_PLOTS
 from cifarlab.training.checkpoint import load_checkpoint
 from datagen import make_cifar10_python
 

@@ -15,8 +15,8 @@ import cifarlab
 from cifarlab.cli import main
 from cifarlab.data.resize import INTERPOLATIONS, resize
 from cifarlab.errors import CifarlabError
-from cifarlab.evaluate.evaluate import load_for_inference
-from cifarlab.export import export, import_state_dict
+from cifarlab.evaluation.evaluate import load_for_inference
+from cifarlab.exporting import export, import_state_dict
 from cifarlab.models import count_params, create_model, list_models
 from cifarlab.models.weights import load_weights, read_state_dict
 from cifarlab.training.checkpoint import build_checkpoint, save_checkpoint

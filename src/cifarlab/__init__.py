@@ -23,8 +23,9 @@ _LAZY = {
     "train": ".api", "load_model": ".api",
     "Config": ".config", "list_recipes": ".config", "make_config": ".config",
     "CifarlabError": ".errors",
-    "evaluate": ".evaluate", "predict": ".evaluate", "write_comparison": ".evaluate", "write_run_report": ".evaluate",
-    "export": ".export",
+    "evaluate": ".evaluation", "predict": ".evaluation", "write_comparison": ".evaluation",
+    "write_run_report": ".evaluation",
+    "export": ".exporting",
     "count_params": ".models", "create_model": ".models", "list_models": ".models", "summarize": ".models",
     "Callback": ".training.callbacks",
 }
@@ -51,7 +52,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .api import load_model, train
     from .config import Config, list_recipes, make_config
     from .errors import CifarlabError
-    from .evaluate import evaluate, predict, write_comparison, write_run_report
-    from .export import export
+    from .evaluation import evaluate, predict, write_comparison, write_run_report
+    from .exporting import export
     from .models import count_params, create_model, list_models, summarize
     from .training.callbacks import Callback

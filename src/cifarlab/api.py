@@ -1,11 +1,11 @@
-"""The public calls that join training and reporting (train/ never imports evaluate/)."""
+"""The public calls that join training and reporting (training/ never imports evaluation/)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .evaluate.report import write_run_report
+from .evaluation.report import write_run_report
 from .training.callbacks import Callback
 from .training.trainer import RunResult
 from .training.trainer import train as _train
@@ -39,7 +39,7 @@ def load_model(checkpoint: str, *, device: str = "auto", model: str | None = Non
     >>> net = cifarlab.load_model("runs/fast94/best.pt")  # doctest: +SKIP
     >>> net.cifarlab["classes"][net(x).argmax(1)[0]]  # doctest: +SKIP
     """
-    from .evaluate.evaluate import load_for_inference
+    from .evaluation.evaluate import load_for_inference
 
     net, ckpt, _ = load_for_inference(checkpoint, device, model=model, mean=mean, std=std)
     if hasattr(net, "eval"):

@@ -71,8 +71,8 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
-    from .evaluate import evaluate
-    from .evaluate.evaluate import format_report
+    from .evaluation import evaluate
+    from .evaluation.evaluate import format_report
 
     m = evaluate(args.checkpoint, args.data, split=args.split, out=args.out, batch_size=args.batch_size,
                  device=args.device, tta=args.tta, model=args.model, mean=args.mean, std=args.std)
@@ -81,7 +81,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
-    from .evaluate import predict
+    from .evaluation import predict
 
     res = predict(args.checkpoint, args.input, args.out, tta=args.tta, label_names=args.label_names,
                   batch_size=args.batch_size, device=args.device, model=args.model, mean=args.mean, std=args.std)
@@ -118,7 +118,7 @@ def cmd_summary(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
-    from .evaluate import write_comparison
+    from .evaluation import write_comparison
 
     print(f"wrote {write_comparison(args.runs, args.out)}")
     return 0
@@ -168,7 +168,7 @@ def cmd_completion(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_compare_to_study(args: argparse.Namespace, extra: list[str]) -> int:
-    from .evaluate.study import compare_to_study, format_comparison
+    from .evaluation.study import compare_to_study, format_comparison
 
     rows = [compare_to_study(run) for run in args.runs]
     print(json.dumps(rows, indent=2) if args.json else "\n".join(format_comparison(r) for r in rows))
@@ -177,8 +177,9 @@ def cmd_compare_to_study(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_data_download(args: argparse.Namespace, extra: list[str]) -> int:
     from .data import download
+    from .data.fetch import data_root
 
-    print(f"ready: {download(args.name, args.to)}")
+    print(f"ready: {download(args.name, args.to or data_root())}")
     return 0
 
 
@@ -231,7 +232,7 @@ def cmd_sweep_show(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_import(args: argparse.Namespace, extra: list[str]) -> int:
-    from .export import import_state_dict
+    from .exporting import import_state_dict
 
     out = import_state_dict(args.weights, args.model, args.out, mean=args.mean, std=args.std, classes=args.classes,
                             resize=args.resize, interpolation=args.interpolation)
@@ -240,7 +241,7 @@ def cmd_import(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
-    from .export import export
+    from .exporting import export
 
     print(f"wrote {export(args.checkpoint, args.format, args.out)}")
     return 0
@@ -307,7 +308,8 @@ cifarlab train --recipe fast94 --print-config
 cifarlab train --resume runs/fast94-20261203-101500""")
     t.add_argument("--recipe", help="recipe name (cifarlab recipes lists them) or YAML file; a run's config.yaml "
                                     "re-runs it")
-    t.add_argument("--data", help="CIFAR directory, image folder or .tar.gz")
+    t.add_argument("--data", help="cifar10 or cifar100 (downloaded once into $CIFARLAB_DATA), or a CIFAR "
+                                  "directory, image folder or .tar.gz")
     t.add_argument("--epochs", type=_count(1), help="passes over the training split (default: the recipe's)")
     t.add_argument("--seed", type=int, help="seed of weights, data order and augmentation (default: the recipe's)")
     t.add_argument("--out", help="run directory (default: runs/<recipe>-<time>)")
@@ -455,7 +457,8 @@ def _data_parsers(sub) -> None:
     dl = dsub.add_parser("download", help="fetch an official archive, check its MD5, extract it safely",
                          examples="cifarlab data download cifar100 --to ~/data")
     dl.add_argument("name", choices=["cifar10", "cifar10-binary", "cifar100"], help="dataset")
-    dl.add_argument("--to", required=True, help="target directory")
+    dl.add_argument("--to", help="target directory (default: $CIFARLAB_DATA, else ~/.cache/cifarlab/data, where "
+                                  "--data cifar10 looks)")
     dl.set_defaults(func=cmd_data_download)
     ds = dsub.add_parser("stats", help="per-channel mean/std (float64), class counts, grayscale count",
                          examples="cifarlab data stats ./cifar-10-batches-py --json\n"
@@ -492,17 +495,34 @@ cifarlab COMMAND --help                            # a command's options and exa
     return p
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """Progress (below WARNING) to whatever sys.stdout is at the time, warnings and errors to sys.stderr: stderr
+    holds only what went wrong, and main() may be called again after either stream was replaced."""
+
+    @property
+    def stream(self):
+        return sys.stdout if self._record_level < logging.WARNING else sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._record_level = record.levelno
+        super().emit(record)
+
+    _record_level = logging.INFO
+
+
 def _configure_logging(level: int) -> None:
-    """The `cifarlab` logger (every module of the library logs under it) to stderr; other libraries' loggers,
+    """The `cifarlab` logger (every module of the library logs under it) to the console; other libraries' loggers,
     and the root logger, are left as the user's program set them."""
     logger = logging.getLogger("cifarlab")
     logger.setLevel(level)
-    if not any(getattr(h, "_cifarlab", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
+    if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
+        handler = _ConsoleHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._cifarlab = True
         logger.addHandler(handler)
-    logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Where a run computes and in what precision: small enough for evaluate/ to import without the trainer."""
+"""Where a run computes and in what precision: small enough for evaluation/ to import without the trainer."""
 
 from __future__ import annotations
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import tarfile
+import tempfile
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -35,6 +38,64 @@ ARCHIVES = {
     "cifar100": Archive("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "cifar-100-python.tar.gz",
                         "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python"),
 }
+
+
+# A dataset given by name (--data cifar10) lives in $CIFARLAB_DATA, else here, in torchvision's layout
+# (ROOT/cifar-10-batches-py, ROOT/cifar-100-python); $CIFARLAB_DATA_MIRROR replaces the authors' base URL.
+OFFICIAL_BASE = "https://www.cs.toronto.edu/~kriz/"
+CONNECT_TIMEOUT = 15.0  # seconds for the whole connection, name lookup included; one try
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("CIFARLAB_DATA") or Path.home() / ".cache" / "cifarlab" / "data").expanduser()
+
+
+def archive_url(arc: Archive) -> str:
+    mirror = os.environ.get("CIFARLAB_DATA_MIRROR", "").strip()
+    return (mirror.rstrip("/") + "/" + arc.filename) if mirror else arc.url
+
+
+def resolve_data(spec: str | Path) -> str | Path:
+    """A dataset name (cifar10, cifar100, cifar10-binary) becomes its folder under :func:`data_root`, downloaded
+    and MD5-checked on first use; anything else (a path) is returned as given. A path that exists wins over a name."""
+    name = str(spec)
+    if name not in ARCHIVES or Path(name).exists():
+        return spec
+    arc = ARCHIVES[name]
+    folder = data_root() / arc.folder
+    if folder.is_dir() and any(folder.iterdir()):
+        return folder
+    return download(name, data_root(), timeout=CONNECT_TIMEOUT)
+
+
+def data_reference(spec: str | Path) -> str:
+    """How a run records its data: a dataset name as the name (resolved again wherever the run is read), a path as
+    an absolute path (so the run resumes from any folder)."""
+    name = str(spec)
+    if name in ARCHIVES and not Path(name).exists():
+        return name
+    return str(Path(name).expanduser().resolve())
+
+
+def _open_url(url: str, timeout: float):
+    """urlopen with a hard limit on the connection, the name lookup included (socket timeouts do not cover it,
+    and an offline resolver can take minutes to give up)."""
+    box: dict = {}
+
+    def connect() -> None:
+        try:
+            box["response"] = urllib.request.urlopen(url, timeout=timeout)
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise TimeoutError(f"no answer in {timeout:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["response"]
 
 
 def md5sum(path: Path) -> str:
@@ -72,18 +133,23 @@ def download(name: str, to: str | Path, timeout: float = 30.0) -> Path:
     folder = to / arc.folder
     archive = to / arc.filename
     if not archive.is_file():
-        log.info("downloading %s", arc.url)
-        tmp = archive.with_suffix(".part")
+        url = archive_url(arc)
+        log.info("downloading %s to %s", url, to)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{arc.filename}.", suffix=".part", dir=to)
+        tmp = Path(tmp_name)
         try:
-            with urllib.request.urlopen(arc.url, timeout=timeout) as resp, open(tmp, "wb") as fh:
+            with _open_url(url, timeout) as resp, os.fdopen(fd, "wb") as fh:
                 while chunk := resp.read(1 << 20):
                     fh.write(chunk)
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        except (urllib.error.URLError, OSError, TimeoutError, ValueError) as exc:
             tmp.unlink(missing_ok=True)
             reason = getattr(exc, "reason", exc)
-            raise CifarlabError(f"could not download {arc.url} ({reason}); fetch it on a connected machine and "
+            raise CifarlabError(f"could not download {url} ({reason}); fetch it on a connected machine and "
                                 f"put {arc.filename} in {to}, then run this command again") from None
-        tmp.rename(archive)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, archive)  # whole or not at all: a second process downloading at once replaces it whole
     digest = md5sum(archive)
     if digest != arc.md5:
         raise CifarlabError(f"{archive}: MD5 {digest} does not match the published {arc.md5}; "

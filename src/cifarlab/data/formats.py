@@ -26,6 +26,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import CifarlabError
+from .fetch import resolve_data
 from .safe_pickle import safe_load
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
@@ -362,9 +363,10 @@ def _cifar_splits(root: Path, train: str, test: str) -> tuple[str, ...]:
 
 def open_source(path: str | Path) -> Source:
     """Recognize the dataset format at `path` (a directory, its CIFAR subdirectory, or a tarball)."""
-    p = Path(path).expanduser()
     if not str(path):
-        raise CifarlabError("no data given: pass --data PATH (a CIFAR directory, image folder or .tar.gz)")
+        raise CifarlabError("no data given: pass --data cifar10 (or cifar100: downloaded once into $CIFARLAB_DATA) "
+                            "or --data PATH (a CIFAR directory, image folder or .tar.gz)")
+    p = Path(resolve_data(path)).expanduser()
     if not p.exists():
         raise CifarlabError(f"data path not found: {p}")
     if p.is_file():

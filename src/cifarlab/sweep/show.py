@@ -121,7 +121,7 @@ def write_plots(study, out: Path) -> list[Path]:
 
 
 def write_page(study, rows: list[dict[str, Any]], plots: list[Path], out: Path, metric: str) -> Path:
-    from ..evaluate.report import html_page, html_table, img_tag
+    from ..evaluation.report import html_page, html_table, img_tag
 
     keys = sorted({k for r in rows for k in r["params"]})
     table = html_table(["trial", "state", metric, "epochs", "seconds", *keys, "run directory", "note"],

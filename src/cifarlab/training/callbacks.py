@@ -158,7 +158,7 @@ class RunReport(Callback):
     main_only = True
 
     def __init__(self, reporter: Callable[..., Any]):
-        self.reporter = reporter  # reporter(run_dir, **records), e.g. cifarlab.evaluate.report.write_run_report
+        self.reporter = reporter  # reporter(run_dir, **records), e.g. cifarlab.evaluation.report.write_run_report
 
     def _report(self, trainer: Trainer) -> None:
         parts, last = trainer.parts, trainer.last_eval

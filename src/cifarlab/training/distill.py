@@ -39,7 +39,7 @@ class Teacher:
 
     def __init__(self, path: str | Path, *, num_classes: int, mean: list[float], std: list[float], resize: int,
                  device: torch.device):
-        from ..evaluate.evaluate import load_for_inference  # evaluate/ reads checkpoints through train/
+        from ..evaluation.evaluate import load_for_inference  # evaluate/ reads checkpoints through train/
 
         model, ckpt, self.device = load_for_inference(path, str(device) if Path(path).suffix != ".onnx" else "cpu")
         self.model = model.eval()  # a checkpoint's net or an OnnxClassifier: both nn.Modules

@@ -30,6 +30,7 @@ import torch
 
 from .._version import __version__
 from ..config import RESUMABLE, Config, apply_overrides, find_recipe, make_config, to_yaml, validate
+from ..data.fetch import data_reference
 from ..device import resolve_device
 from ..errors import CifarlabError, Interrupted
 from ..files import RunLock, read_jsonl, write_text
@@ -185,7 +186,7 @@ class Trainer:
         """Resolved config, state and clock (restored on resume), callbacks."""
         cfg, dist = self.cfg, self.dist
         # files by absolute path, so that the run resumes (and re-runs from its config.yaml) from any folder
-        saved_cfg = dataclasses.replace(cfg, data=str(Path(cfg.data).expanduser().resolve()), out="",
+        saved_cfg = dataclasses.replace(cfg, data=data_reference(cfg.data), out="",
                                         teacher=str(Path(cfg.teacher).resolve()) if cfg.teacher else "")
         self.saved_config = dataclasses.asdict(saved_cfg)
         if dist.main:
@@ -412,10 +413,12 @@ def resume_config(ckpt: dict[str, Any], run_dir: Path, recipe: str | None, data:
     a run resumed with another batch size, optimizer, model or data would not be the run it continues."""
     saved = make_config(None, **ckpt["config"])
     given = {k.replace("-", "_"): v for k, v in overrides.items() if v is not None}
+    if given.get("teacher"):  # recorded by absolute path: compare like with like
+        given["teacher"] = str(Path(given["teacher"]).expanduser().resolve())
     new = apply_overrides(saved, given)
     changed = [(k, getattr(saved, k), getattr(new, k)) for k in given
                if k not in RESUMABLE and getattr(new, k) != getattr(saved, k)]
-    if data is not None and str(Path(data).expanduser().resolve()) != saved.data:
+    if data is not None and data_reference(data) != saved.data:
         changed.append(("data", saved.data, data))
     if recipe is not None:
         name = find_recipe(recipe).stem

@@ -30,12 +30,12 @@ def load_for_inference(checkpoint: str | Path, device: str = "auto", *, model: s
     by onnxruntime on the CPU), or, with `model` (and the `mean`/`std` it was trained with), a plain state dict
     saved by a notebook."""
     if Path(checkpoint).suffix == ".onnx":
-        from ..export import OnnxClassifier
+        from ..exporting import OnnxClassifier
 
         net = OnnxClassifier(checkpoint)
         return net, net.as_checkpoint(), torch.device("cpu")
     if model is not None:
-        from ..export import checkpoint_from_state_dict
+        from ..exporting import checkpoint_from_state_dict
 
         ckpt = checkpoint_from_state_dict(checkpoint, model, mean=mean, std=std)
     else:
