@@ -247,6 +247,17 @@ def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_push(args: argparse.Namespace, extra: list[str]) -> int:
+    from .hub import push, write_hub_folder
+
+    if args.dry_run:
+        for path in write_hub_folder(args.run, args.dry_run):
+            print(f"wrote {path}")
+        return 0
+    print(f"pushed to {push(args.run, args.repo, private=args.private)}")
+    return 0
+
+
 def _weights_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="the checkpoint is a plain state dict of this registered model")
     p.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"),
@@ -328,7 +339,8 @@ def _eval_parsers(sub) -> None:
 cifarlab eval runs/fast94/best.pt
 cifarlab eval runs/fast94/best.pt --data ./cifar-10-batches-py --split test --tta
 cifarlab eval notebook_weights.pth --model resnet9 --mean 0.5 0.5 0.5 --std 0.5 0.5 0.5 --data ./cifar-10-batches-py""")
-    e.add_argument("checkpoint", help="cifarlab checkpoint (.pt), exported .onnx, or a state dict with --model")
+    e.add_argument("checkpoint", help="cifarlab checkpoint (.pt), run directory, exported .safetensors or .onnx, "
+                                      "hf-hub:USER/NAME, or a state dict with --model")
     e.add_argument("--data", help="dataset to evaluate on (default: the data the checkpoint was trained on)")
     e.add_argument("--split", choices=["val", "test", "train"],
                    help="split to evaluate (default: val if the run had one, else test)")
@@ -344,7 +356,8 @@ cifarlab eval notebook_weights.pth --model resnet9 --mean 0.5 0.5 0.5 --std 0.5 
                        examples="""
 cifarlab predict runs/fast94/best.pt --input cifar_test_nolabels.pkl --out submission.csv
 cifarlab predict model.onnx --input photos/ --label-names""")
-    r.add_argument("checkpoint", help="cifarlab checkpoint (.pt), exported .onnx, or a state dict with --model")
+    r.add_argument("checkpoint", help="cifarlab checkpoint (.pt), run directory, exported .safetensors or .onnx, "
+                                      "hf-hub:USER/NAME, or a state dict with --model")
     r.add_argument("--input", nargs="+", required=True, help="unlabeled pickle, image folder or image files")
     r.add_argument("--out", default="submission.csv", help="CSV file to write")
     r.add_argument("--tta", nargs="?", const="flip", default="none", choices=["none", "flip", "flip_translate"],
@@ -374,14 +387,29 @@ def _weights_parsers(sub) -> None:
     im.add_argument("--interpolation", default="bilinear", choices=INTERPOLATIONS, help="resize filter")
     im.set_defaults(func=cmd_import)
 
-    ex = sub.add_parser("export", help="write a checkpoint as ONNX, TorchScript or a plain state dict",
+    ex = sub.add_parser("export", help="write a checkpoint as ONNX, a torch.export program, safetensors or a state "
+                                       "dict",
                         examples="""
 cifarlab export runs/fast94/best.pt --format onnx --out fast94.onnx
+cifarlab export runs/fast94/best.pt --format safetensors --out fast94.safetensors
+cifarlab export runs/fast94/best.pt --format pt2 --out fast94.pt2
 cifarlab export runs/fast94/best.pt --format state_dict --out fast94_weights.pt""")
-    ex.add_argument("checkpoint", help="cifarlab checkpoint (.pt)")
-    ex.add_argument("--format", required=True, choices=["onnx", "torchscript", "state_dict"], help="output format")
+    ex.add_argument("checkpoint", help="cifarlab checkpoint (.pt), run directory or hf-hub:USER/NAME")
+    ex.add_argument("--format", required=True, metavar="{onnx,pt2,safetensors,state_dict}",
+                    help="onnx (onnxruntime), pt2 (torch.export), safetensors (weights and cifarlab's metadata), "
+                         "state_dict (torch.save of the weights)")
     ex.add_argument("--out", required=True, help="file to write")
     ex.set_defaults(func=cmd_export)
+
+    pu = sub.add_parser("push", help="upload a run's model to the Hugging Face Hub with a model card",
+                        examples="""
+cifarlab push runs/fast94-20261203-101500 --repo alice/cifar10-fast94
+cifarlab push runs/fast94-20261203-101500 --repo alice/cifar10-fast94 --dry-run hub_files/""")
+    pu.add_argument("run", help="run directory (its best.pt) or checkpoint")
+    pu.add_argument("--repo", required=True, help="Hub repository USER/NAME (created when absent)")
+    pu.add_argument("--private", action="store_true", help="create the repository as private")
+    pu.add_argument("--dry-run", metavar="DIR", help="write the files that would be uploaded into DIR and stop")
+    pu.set_defaults(func=cmd_push)
 
 
 def _inspect_parsers(sub) -> None:

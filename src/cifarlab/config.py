@@ -36,7 +36,8 @@ class Config:
     #                    learns from ("" = none); the teacher sees each batch as augmented for the student
     distill_alpha: float = 0.5  # weight of the teacher's soft targets in the loss; 1 - alpha goes to the labels
     distill_temperature: float = 4.0  # softmax temperature of the soft targets (Hinton et al.; > 0)
-    pretrained: str = ""  # weights to start from: a file, a URL, or "torchvision" (its published ImageNet weights);
+    pretrained: str = ""  # weights to start from: a file (.pt/.pth/.safetensors), a URL, hf-hub:USER/NAME, or
+    #                       "torchvision" (its published ImageNet weights);
     #                       a classifier of another size is replaced by a new one ("" = random init)
     freeze: str = "none"  # "backbone": only the classifier trains (until unfreeze_epoch); "none": everything trains
     unfreeze_epoch: int = 0  # with freeze: backbone, the epoch (counted from 0) from which all layers train; 0 = never

@@ -1,5 +1,5 @@
-"""Weights in and out: importing state dicts trained elsewhere, exporting checkpoints to ONNX, TorchScript
-or a plain state dict, and running an exported ONNX file with onnxruntime.
+"""Weights in and out: importing state dicts trained elsewhere, exporting checkpoints to ONNX, a torch.export
+program (.pt2), safetensors or a plain state dict, and running an exported ONNX or .pt2 file.
 
 The models' module names are the layouts people already have (the studies' notebooks and kuangliu/pytorch-cifar
 for the CIFAR ResNets and study 002's net; torchvision for the ``*_imagenet`` nets), so importing is reading the
@@ -11,7 +11,6 @@ writes that same layout back. ONNX files carry that normalization and the class 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,15 @@ import torch
 from torch import nn
 
 from ._version import __version__
-from .config import INTERPOLATIONS
 from .data.formats import CIFAR10_CLASSES
 from .errors import CifarlabError
 from .files import atomic_write, make_dir
+from .hub import check_meta, model_meta, safetensors_bytes
 from .models import create_model
 from .models.weights import load_weights, read_state_dict
 from .training.checkpoint import build_checkpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
 
-FORMATS = ("onnx", "torchscript", "state_dict")
+FORMATS = ("onnx", "pt2", "safetensors", "state_dict")
 
 
 def import_state_dict(weights: str | Path, model: str, out: str | Path, *, mean: list[float] | None,
@@ -73,30 +72,59 @@ def input_size(ckpt: dict[str, Any]) -> int:
 
 
 def export(checkpoint: str | Path, fmt: str, out: str | Path, *, opset: int | None = None) -> Path:
-    """Write the checkpoint's (averaged, evaluated) weights as ONNX, TorchScript or a plain state dict.
-    ONNX and TorchScript take any batch size; inputs are normalized images of the training size."""
+    """Write the checkpoint's (averaged, evaluated) weights as ONNX, a torch.export program (.pt2), safetensors
+    (with cifarlab's metadata: eval, predict and load_model take it) or a plain state dict. ONNX and .pt2 take any
+    batch size; their inputs are normalized images of the training size; a .pt2 file carries cifarlab's metadata in
+    its extra file ``cifarlab.json``.
+
+    cifarlab itself never loads a .pt2 file: ``torch.export.load`` falls back to unpickling with
+    ``weights_only=False``, so a hostile file could run code. Deploy it with torch.export/AOTInductor tools you trust
+    it to; predict from the safetensors or ONNX export."""
+    if fmt == "torchscript":
+        raise CifarlabError("TorchScript export was removed: torch 2.13 deprecates torch.jit.trace and torch.jit.save; "
+                            "use --format pt2 (torch.export.load reads it) or --format onnx")
     if fmt not in FORMATS:
         raise CifarlabError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
     ckpt = load_checkpoint(checkpoint)
     out = Path(out)
     make_dir(out.parent)
-    if fmt == "state_dict":  # the same key layout the studies' notebooks (or torchvision) use
+    if fmt in ("state_dict", "safetensors"):  # the same key layout the studies' notebooks (or torchvision) use
         with atomic_write(out, "wb", what="export") as fh:
-            torch.save(ckpt["state_dict"], fh)
+            if fmt == "safetensors":
+                fh.write(safetensors_bytes(ckpt))
+            else:
+                torch.save(ckpt["state_dict"], fh)
         return out
     model = model_from_checkpoint(ckpt).eval()
     size = input_size(ckpt)
     example = torch.randn(2, 3, size, size)
-    meta = {"cifarlab_version": __version__, "model": ckpt["model"], "classes": ckpt.get("classes") or [],
-            "mean": ckpt["mean"], "std": ckpt["std"], "input_size": size,
-            "interpolation": ckpt.get("config", {}).get("interpolation", "bilinear")}
-    if fmt == "torchscript":
-        with torch.no_grad():
-            traced = torch.jit.trace(model, example)
-        with atomic_write(out, "wb", what="export") as fh:
-            torch.jit.save(traced, fh, _extra_files={"cifarlab.json": json.dumps(meta)})
-        return out
+    meta = {"cifarlab_version": __version__, **model_meta(ckpt)}
+    if fmt == "pt2":
+        return _export_pt2(model, example, out, meta)
     return _export_onnx(model, example, out, meta, opset)
+
+
+def _export_pt2(model: nn.Module, example: torch.Tensor, out: Path, meta: dict[str, Any]) -> Path:
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    try:
+        with torch.no_grad():
+            program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    except Exception as exc:  # noqa: BLE001 - the exporter names the construct it could not trace
+        raise CifarlabError(f"could not export {meta['model']} with torch.export: {str(exc).splitlines()[0]}") \
+            from None
+    with atomic_write(out, "wb", what="export") as fh:
+        torch.export.save(program, fh, extra_files={"cifarlab.json": json.dumps(meta)})
+    return out
+
+
+def _inference_fields(meta: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a checkpoint that prediction reads, from an exported file's metadata."""
+    classes = meta.get("classes") or []
+    size = meta.get("input_size", 32)
+    return {"mean": meta["mean"], "std": meta["std"], "classes": classes, "num_classes": len(classes) or None,
+            "model": meta.get("model", "exported"), "model_args": meta.get("model_args", {}),
+            "config": {"precision": "fp32", "resize": size if size != 32 else 0,
+                       "interpolation": meta.get("interpolation", "bilinear")}}
 
 
 def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path, meta: dict[str, Any], opset: int | None) -> Path:
@@ -146,13 +174,7 @@ class OnnxClassifier(nn.Module):
         return torch.from_numpy(self.session.run(None, {self.input_name: x.cpu().numpy()})[0])
 
     def as_checkpoint(self) -> dict[str, Any]:
-        """The fields of a checkpoint that prediction reads."""
-        classes = self.meta.get("classes") or []
-        return {"mean": self.meta["mean"], "std": self.meta["std"], "classes": classes,
-                "num_classes": len(classes) or None, "model": self.meta.get("model", "onnx"),
-                "config": {"precision": "fp32", "resize": self.meta.get("input_size", 32)
-                           if self.meta.get("input_size", 32) != 32 else 0,
-                           "interpolation": self.meta.get("interpolation", "bilinear")}}
+        return _inference_fields(self.meta)
 
 
 def _check_onnx_meta(path: str | Path, props: dict[str, str]) -> dict[str, Any]:
@@ -165,21 +187,4 @@ def _check_onnx_meta(path: str | Path, props: dict[str, str]) -> dict[str, Any]:
                 meta[key.removeprefix("cifarlab.")] = json.loads(text)
             except ValueError:
                 raise CifarlabError(f"{path}: metadata {key} is not valid JSON") from None
-    if "mean" not in meta:
-        raise CifarlabError(f"{path} was not exported by cifarlab (no normalization in its metadata)")
-    for key in ("mean", "std"):
-        value = meta.get(key)
-        if not (isinstance(value, list) and len(value) == 3 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
-            raise CifarlabError(f"{path}: metadata cifarlab.{key} must be 3 finite numbers; got {value!r}")
-    if min(meta["std"]) <= 0:
-        raise CifarlabError(f"{path}: metadata cifarlab.std must be positive; got {meta['std']}")
-    classes = meta.get("classes", [])
-    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
-        raise CifarlabError(f"{path}: metadata cifarlab.classes must be a list of names; got {classes!r}")
-    size = meta.get("input_size", 32)
-    if not (isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= 4096):
-        raise CifarlabError(f"{path}: metadata cifarlab.input_size must be a whole number in [8, 4096]; got {size!r}")
-    if meta.get("interpolation", "bilinear") not in INTERPOLATIONS:
-        raise CifarlabError(f"{path}: metadata cifarlab.interpolation must be one of {', '.join(INTERPOLATIONS)}")
-    return meta
+    return check_meta(path, meta)

@@ -29,6 +29,10 @@ def load_for_inference(checkpoint: str | Path, device: str = "auto", *, model: s
     """(model on its device, checkpoint dict, device) from a cifarlab checkpoint, an exported ``.onnx`` file (run
     by onnxruntime on the CPU), or, with `model` (and the `mean`/`std` it was trained with), a plain state dict
     saved by a notebook."""
+    if str(checkpoint).endswith(".pt2"):
+        raise CifarlabError(f"{checkpoint}: cifarlab does not load .pt2 programs (torch.export.load may unpickle with "
+                            "weights_only=False, which can run code from the file); use the checkpoint, or its "
+                            ".safetensors or .onnx export")
     if Path(checkpoint).suffix == ".onnx":
         from ..exporting import OnnxClassifier
 

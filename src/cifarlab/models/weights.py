@@ -31,7 +31,11 @@ _LEGACY_DENSENET = re.compile(
 def read_state_dict(source: str | Path, model_name: str | None = None) -> dict[str, torch.Tensor]:
     """A plain state dict from a local file or URL. ``source="torchvision"`` means the published weights of
     `model_name`; URLs are cached under $TORCH_HOME and checked against the hash in their file name."""
+    from ..hub import hub_file, is_hub, read_safetensors
+
     source = str(source)
+    if is_hub(source):  # a cifarlab model on the Hugging Face Hub (or in its local cache)
+        return clean_state_dict(read_safetensors(hub_file(source))[0], source)
     if source == "torchvision":
         if model_name not in TORCHVISION_URLS:
             raise CifarlabError(f"no torchvision weights for '{model_name}'; they exist for "
@@ -49,7 +53,7 @@ def read_state_dict(source: str | Path, model_name: str | None = None) -> dict[s
         path = Path(source).expanduser()
         if not path.is_file():
             raise CifarlabError(f"weights file not found: {path}")
-        raw = load_tensors(path, "weights file")
+        raw = read_safetensors(path)[0] if path.suffix == ".safetensors" else load_tensors(path, "weights file")
     return clean_state_dict(raw, str(source))
 
 

@@ -92,15 +92,23 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint file (or a run directory's best.pt, else last.pt), upgraded to the current version."""
+    """Read a checkpoint file (or a run directory's best.pt, else last.pt), upgraded to the current version.
+    A ``.safetensors`` file written by ``cifarlab export`` and a Hub model (``hf-hub:USER/NAME``, a folder
+    ``cifarlab push`` wrote) load too, as checkpoints without training state."""
+    from ..hub import WEIGHTS_NAME, checkpoint_from_safetensors, hub_file, is_hub
+
+    if is_hub(path):
+        return checkpoint_from_safetensors(hub_file(str(path)))
     path = Path(path)
     if path.is_dir():
-        for name in ("best.pt", "last.pt"):
+        for name in ("best.pt", "last.pt", WEIGHTS_NAME):
             if (path / name).is_file():
                 path = path / name
                 break
     if not path.is_file():
         raise CifarlabError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        return checkpoint_from_safetensors(path)
     ckpt = load_tensors(path, "cifarlab checkpoint")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model" not in ckpt:
         raise CifarlabError(f"{path} is not a cifarlab checkpoint (no 'model'/'state_dict' keys)")
