@@ -63,11 +63,11 @@ def hub_file(spec: str, filename: str = WEIGHTS_NAME) -> Path:
 
 # ---- safetensors ---------------------------------------------------------------------------------------------
 
-def _safetensors():
+def _safetensors():  # a dependency: only a broken install lacks it
     try:
         import safetensors.torch
     except ImportError:
-        raise CifarlabError("safetensors files need the safetensors package: pip install safetensors") from None  # a dependency: only a broken install lacks it
+        raise CifarlabError("safetensors files need the safetensors package: pip install safetensors") from None
     return safetensors
 
 
