@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
+import yaml
 from PIL import Image
 
 import cifarlab
 from cifarlab.cli import main
-from cifarlab.evaluation.report import RUN_PLOTS
+from cifarlab.evaluation.report import RUN_PLOTS, write_comparison
 from cifarlab.training.checkpoint import load_checkpoint
 from datagen import make_cifar10_python
 
@@ -106,3 +108,67 @@ def test_tensorboard_scalars(tmp_path):
     assert {"Loss/train", "Loss/val", "Accuracy/train", "Accuracy/val_top1", "LR"} <= tags
     assert [e.step for e in acc.Scalars("Loss/val")] == [1, 2]
     assert len(acc.Scalars("LR")) == 2 * 2  # 2 steps per epoch (80 images / batch 50)
+
+
+# ---- the pages a person opens: header, status, percents, captions, what differs ------------------------------------
+
+def _text(page: str) -> str:
+    """The page's visible text (tags dropped, whitespace folded)."""
+    return " ".join(re.sub(r"<script>.*?</script>|<[^>]+>", " ", page, flags=re.S).split())
+
+
+def test_a_finished_runs_page_has_its_header_and_figures_in_percent(one_epoch_run):
+    page = (one_epoch_run.run_dir / "report.html").read_text()
+    text = _text(page)
+    summary = one_epoch_run.summary
+    assert f"{summary['params']:,} parameters" in text and "device cpu" in text and "started 20" in text
+    data = yaml.safe_load((one_epoch_run.run_dir / "config.yaml").read_text())["data"]
+    assert f"data {data} ·" in text
+    assert "finished: 1 of 1 epochs" in text
+    assert f"val top-1 {100 * summary['best_epoch_metrics']['val_top1']:.2f}% at epoch 1" in text
+    assert f"{100 * summary['best_epoch_metrics']['val_top2']:.2f}%" in text  # percents, not fractions
+    assert "Loss (left) and top-1 accuracy (right) per epoch" in text  # a caption that says what the plot shows
+    assert "curves.png</figcaption>" not in page
+
+
+def test_an_interrupted_runs_page_shows_its_real_figures_and_where_it_stopped(tmp_path):
+    make_cifar10_python(tmp_path, per_batch=20, test=10)
+    with pytest.raises(KeyboardInterrupt):
+        cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=12, batch_size=50, out=str(tmp_path / "r"),
+                       progress=False, callbacks=[InterruptSecondEpoch()])
+    text = _text((tmp_path / "r" / "report.html").read_text())
+    row = json.loads(next(line for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+                          if '"epoch"' in line and '"type": "epoch"' in line))
+    assert "stopped after epoch 1 of 12" in text and f"cifarlab train --resume {tmp_path / 'r'}" in text
+    assert f"val top-1 {100 * row['val_top1']:.2f}% at epoch 1" in text
+    assert "no validation split" not in text
+    assert "parameters n/a" not in text  # counted from last.pt
+
+
+def test_report_run_alone_rebuilds_its_page(one_epoch_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(one_epoch_run.run_dir, run)
+    (run / "report.html").unlink()
+    assert main(["report", str(run)]) == 0
+    assert f"wrote {run / 'report.html'}" in capsys.readouterr().out
+    page = (run / "report.html").read_text()
+    assert "Confusion matrix of the best weights" in page  # the pictures the run drew are kept
+    assert list(tmp_path.iterdir()) == [run]
+
+
+def test_the_comparison_opens_with_the_settings_that_differ(one_epoch_run, tmp_path):
+    other = cifarlab.train(str(one_epoch_run.run_dir / "config.yaml"), lr=0.05, seed=3, out=str(tmp_path / "other"),
+                           progress=False)
+    page = write_comparison([one_epoch_run.run_dir, other.run_dir], tmp_path / "cmp").read_text()
+    text = _text(page)
+    first = page.index("Settings that differ")
+    assert first < page.index("<h2>Figures")
+    table = _text(page[first:page.index("<h2>Figures")])
+    assert table.split()[:5] == ["Settings", "that", "differ", "setting", one_epoch_run.run_dir.name]
+    assert table.endswith("setting run other lr 0.01 0.05 seed 0 3")
+    assert "epochs" not in table and "model" not in table  # only what differs (the recipe says lr 0.01)
+    assert "learning rate at every optimizer step, one colour per run" in text.lower()
+    assert page.count("<img") == 2  # overlaid curves and learning rates, not per-run copies
+    assert "written 20" in text

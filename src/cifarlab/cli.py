@@ -118,9 +118,15 @@ def cmd_summary(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
-    from .evaluation import write_comparison
+    import time
 
-    print(f"wrote {write_comparison(args.runs, args.out)}")
+    from .evaluation import write_comparison, write_run_report
+
+    if len(args.runs) == 1 and not args.out:
+        print(f"wrote {write_run_report(args.runs[0])}")
+        return 0
+    out = args.out or f"comparison-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"wrote {write_comparison(args.runs, out)}")
     return 0
 
 
@@ -425,10 +431,13 @@ def _inspect_parsers(sub) -> None:
     s.add_argument("--budget", help="exit 1 when the model has more parameters, e.g. 5M")
     s.set_defaults(func=cmd_summary)
 
-    rp = sub.add_parser("report", help="one page comparing runs: overlaid curves, a sortable table of figures",
-                        examples="cifarlab report runs/small runs/medium runs/large --out runs/compare")
-    rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories to compare")
-    rp.add_argument("--out", required=True, help="directory for report.html and its plots")
+    rp = sub.add_parser("report", help="rebuild a run's report.html, or one page comparing runs",
+                        examples="""
+cifarlab report runs/small                       # rebuild runs/small/report.html from its records
+cifarlab report runs/small runs/medium runs/large --out runs/compare""")
+    rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (finished, interrupted or running)")
+    rp.add_argument("--out", help="directory for the comparison page and its plots (default: one run: its own "
+                                  "report.html; several: ./comparison-<time>)")
     rp.set_defaults(func=cmd_report)
 
     rc = sub.add_parser("recipes", help="list the bundled recipes", examples="cifarlab recipes")

@@ -59,6 +59,17 @@ def learning_rate(steps: list[dict], path: Path) -> Path:
     return _save(fig, path)
 
 
+def learning_rates(runs: dict[str, list[dict]], path: Path) -> Path:
+    """Several runs' per-step learning rates on one set of axes."""
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for i, (name, steps) in enumerate(runs.items()):
+        ax.plot([s["step"] for s in steps], [s["lr"] for s in steps], lw=1, color=f"C{i}", label=name)
+    ax.set(xlabel="optimizer step", ylabel="learning rate", title="learning rate per step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def confusion(matrix: torch.Tensor, classes: list[str], path: Path, title: str = "confusion matrix") -> Path:
     """Row-normalized confusion matrix; each cell shows its share and its count (up to 20 classes)."""
     m = matrix.double()

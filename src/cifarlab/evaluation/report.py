@@ -33,7 +33,8 @@ table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;paddin
 th{background:#f3f3f3;cursor:pointer}td:first-child,th:first-child{text-align:left}
 pre{background:#f7f7f7;padding:8px;font-size:.8em;overflow:auto;max-height:420px}
 figure{display:inline-block;margin:.5em}figcaption{font-size:.8em;color:#555}
-img{max-width:100%}.big{font-size:1.3em;font-weight:bold}
+img{max-width:100%}.big{font-size:1.3em;font-weight:bold;margin:.3em 0}.facts{color:#555;margin:.2em 0}
+.status{margin:.2em 0;font-style:italic}.note{font-size:.85em;color:#555}
 """
 
 _SORT_JS = """
@@ -66,19 +67,39 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
             "config": yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}}
 
 
-def img_tag(path: Path) -> str:
+# What each picture shows, for the caption under it.
+CAPTIONS = {
+    "curves.png": "Loss (left) and top-1 accuracy (right) per epoch: training solid, validation dashed.",
+    "lr.png": "Learning rate at every optimizer step, as the schedule set it.",
+    "lrs.png": "Learning rate at every optimizer step, one colour per run.",
+    "confusion.png": "Confusion matrix of the best weights on the validation split: rows are true classes, "
+                     "columns predicted.",
+    "per_class.png": "Top-1 accuracy of the best weights per class on the validation split.",
+    "weights.png": "The classifier's weight rows per class (how strongly each feature votes for each class).",
+    "mistakes.png": "Validation images the best weights got most confidently wrong, with true and predicted labels.",
+}
+
+
+class Pct(float):
+    """A fraction shown as a percent (the value sorts as the fraction)."""
+
+
+def img_tag(path: Path, caption: str | None = None) -> str:
     """A PNG inlined as a figure, so the page is one self-contained file."""
     data = base64.b64encode(path.read_bytes()).decode()
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{path.name}" data-file="{path.name}">'
-            f"<figcaption>{path.name}</figcaption></figure>")
+    text = caption or CAPTIONS.get(path.name, path.stem.replace("_", " "))
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(text)}" data-file="{path.name}">'
+            f"<figcaption>{html.escape(text)}</figcaption></figure>")
 
 
 def html_table(header: list[str], rows: list[list[Any]], sortable: bool = False) -> str:
     """An HTML table; numbers carry their value for the column sorter (`sortable`)."""
 
     def cell(v: Any) -> str:
+        if isinstance(v, Pct):
+            return f'<td data-v="{float(v)}">{100 * v:.2f}%</td>'
         if isinstance(v, float):
-            return f'<td data-v="{v}">{v:.4f}</td>'
+            return f'<td data-v="{v}">{v:.4g}</td>'
         if isinstance(v, int) and not isinstance(v, bool):
             return f'<td data-v="{v}">{v:,}</td>'
         return f"<td>{html.escape(str(v))}</td>"
@@ -95,27 +116,101 @@ def html_page(title: str, body: str) -> str:
             f"<style>{_STYLE}</style></head><body>{body}<script>{_SORT_JS}</script></body></html>")
 
 
+def _pct(v: Any) -> Any:
+    return Pct(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+
+
+def _best_row(run: dict[str, Any]) -> dict[str, Any]:
+    """The epoch the run's best.pt holds: from summary.json, else (interrupted or running) from metrics.jsonl."""
+    s, epochs = run["summary"], run["epochs"]
+    if s.get("best_epoch_metrics"):
+        return s["best_epoch_metrics"]
+    if not epochs:
+        return {}
+    metric = run["config"].get("best_metric", "val_top1")
+    if metric not in epochs[0]:
+        return min(epochs, key=lambda r: r["train_loss"])
+    return (min if metric.endswith("loss") else max)(epochs, key=lambda r: r[metric])
+
+
+def run_status(run: dict[str, Any]) -> str:
+    """'finished: 30 of 30 epochs', 'stopped early after epoch 12 of 30', or 'stopped after epoch 1 of 12' for a run
+    without summary.json (interrupted, or still running)."""
+    done = run["epochs"][-1]["epoch"] if run["epochs"] else 0
+    planned = run["config"].get("epochs", "?")
+    if not run["summary"]:
+        return (f"stopped after epoch {done} of {planned} (interrupted or still running; continue with "
+                f"cifarlab train --resume {run['dir']})")
+    if isinstance(planned, int) and done < planned:
+        why = "its time budget ran out" if run["config"].get("time_budget") else "early stopping"
+        return f"stopped early after epoch {done} of {planned} ({why})"
+    return f"finished: {done} of {planned} epochs"
+
+
+def _params(run: dict[str, Any]) -> Any:
+    if run["summary"].get("params"):
+        return run["summary"]["params"]
+    last = run["dir"] / "last.pt"
+    if not last.is_file():
+        return ""
+    from ..models import count_params, create_model
+    from ..training.checkpoint import load_checkpoint
+
+    try:
+        ckpt = load_checkpoint(last)
+        with torch.device("meta"):
+            return count_params(create_model(ckpt["model"], num_classes=ckpt["num_classes"], **ckpt["model_args"]))
+    except CifarlabError:
+        return ""
+
+
+def run_facts(run: dict[str, Any]) -> dict[str, Any]:
+    """When, on what, where, how big and how long: the header of a run's page and a comparison's columns."""
+    cfg, s, epochs = run["config"], run["summary"], run["epochs"]
+    started = run["dir"] / "config.yaml"
+    wall = s.get("wall_seconds") or (epochs[-1].get("elapsed") if epochs else None)
+    return {"date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started.stat().st_mtime))
+            if started.is_file() else "", "data": Path(str(cfg.get("data", ""))).name or "",
+            "device": s.get("device") or f"{cfg.get('device', '?')} (not recorded until the run ends)",
+            "params": _params(run), "wall": f"{wall / 60:.1f} min" if isinstance(wall, (int, float)) else ""}
+
+
 def _final_figures(run: dict[str, Any]) -> dict[str, Any]:
-    s, last = run["summary"], (run["epochs"][-1] if run["epochs"] else {})
-    best = s.get("best_epoch_metrics", {})
+    s, epochs = run["summary"], run["epochs"]
+    last = epochs[-1] if epochs else {}
+    best = _best_row(run)
     gap = (best.get("train_top1", 0) - best["val_top1"]) if "val_top1" in best else None
-    return {"run": run["name"], "recipe": s.get("recipe", ""), "model": s.get("model", ""),
-            "params": s.get("params", ""), "best epoch": s.get("best_epoch", ""),
-            "val top1": best.get("val_top1", ""), "val top2": best.get("val_top2", ""),
-            "val top3": best.get("val_top3", ""),
-            "TTA top1": (s.get("final_tta") or {}).get("val_top1", ""),
-            "train-val gap": gap if gap is not None else "", "final train loss": last.get("train_loss", ""),
-            "wall s": s.get("wall_seconds", ""), "epochs": s.get("epochs_run", len(run["epochs"]))}
+    facts = run_facts(run)
+    return {"run": run["name"], "recipe": run["config"].get("recipe") or s.get("recipe", ""),
+            "model": run["config"].get("model") or s.get("model", ""), "params": facts["params"],
+            "status": run_status(run).split(" (")[0], "best epoch": best.get("epoch", ""),
+            "val top-1": _pct(best.get("val_top1")), "val top-2": _pct(best.get("val_top2")),
+            "val top-3": _pct(best.get("val_top3")), "TTA top-1": _pct((s.get("final_tta") or {}).get("val_top1")),
+            "train-val gap": _pct(gap), "final train loss": last.get("train_loss", ""), "wall": facts["wall"],
+            "date": facts["date"], "data": facts["data"], "device": facts["device"].split(" (")[0]}
 
 
-def write_run_report(run_dir: str | Path, *, classes: list[str], confusion: torch.Tensor | None = None,
+def _header(run: dict[str, Any]) -> str:
+    f = run_facts(run)
+    params = f"{f['params']:,} parameters" if isinstance(f["params"], int) else "parameters n/a"
+    data = str(run["config"].get("data", ""))
+    parts = [f"started {f['date']}" if f["date"] else "", f"data {data}" if data else "",
+             f"device {f['device']}", params, f"wall time {f['wall']}" if f["wall"] else ""]
+    return f"<p class='facts'>{html.escape(' · '.join(p for p in parts if p))}</p>"
+
+
+def write_run_report(run_dir: str | Path, *, classes: list[str] | None = None, confusion: torch.Tensor | None = None,
                      val_images: torch.Tensor | None = None, val_labels: torch.Tensor | None = None,
                      val_probs: torch.Tensor | None = None, classifier: torch.Tensor | None = None,
                      model_summary: str = "") -> Path:
-    """Write the run's PNGs and report.html into `run_dir`; returns the page's path."""
+    """Write the run's PNGs and report.html into `run_dir`; returns the page's path. The page is built from what
+    the directory holds (config.yaml, metrics.jsonl, summary.json), so an interrupted or running run shows its
+    real figures; called without the final predictions (``cifarlab report RUN``) it redraws the curves and keeps
+    the pictures the run drew when it ended."""
     start = time.perf_counter()
     run_dir = Path(run_dir)
     run = read_run(run_dir)
+    classes = classes or run["summary"].get("classes") or []
     made = [plots.curves({run["name"]: run["epochs"]}, run_dir / "curves.png")]
     if run["steps"]:
         made.append(plots.learning_rate(run["steps"], run_dir / "lr.png"))
@@ -124,19 +219,28 @@ def write_run_report(run_dir: str | Path, *, classes: list[str], confusion: torc
         made.append(plots.confusion(confusion, classes, run_dir / "confusion.png"))
         acc = per_class_accuracy(confusion).tolist()
         made.append(plots.per_class(acc, classes, run_dir / "per_class.png"))
-        per_class_rows = [[c, a, n] for c, a, n in zip(classes, acc, confusion.sum(1).tolist(), strict=True)]
+        per_class_rows = [[c, Pct(a), n] for c, a, n in zip(classes, acc, confusion.sum(1).tolist(), strict=True)]
     if classifier is not None:
         made.append(plots.classifier_weights(classifier, classes, run_dir / "weights.png"))
     if val_images is not None and val_probs is not None and val_labels is not None:
         made.append(plots.mistakes(val_images, val_labels, val_probs, classes, run_dir / "mistakes.png"))
+    shown = made + [run_dir / n for n in RUN_PLOTS if (run_dir / n).is_file() and run_dir / n not in made]
 
     fig = _final_figures(run)
-    top1 = fig["val top1"]
-    headline = (f"<p class='big'>val top-1 {100 * top1:.2f}%</p>" if isinstance(top1, float)
-                else "<p class='big'>no validation split</p>")
-    body = [f"<h1>cifarlab run {html.escape(run['name'])}</h1>", headline,
-            "<h2>Final figures</h2>", html_table(list(fig), [list(fig.values())]),
-            "<h2>Plots</h2>", "".join(img_tag(p) for p in made)]
+    top1, status = fig["val top-1"], run_status(run)
+    if isinstance(top1, Pct):
+        headline = f"val top-1 {100 * top1:.2f}% at epoch {fig['best epoch']}"
+    elif run["epochs"]:
+        headline = (f"no validation split: best.pt has the lowest training loss "
+                    f"({fig['final train loss']:.4f} at the last epoch)")
+    else:
+        headline = "no epoch finished yet"
+    body = [f"<h1>cifarlab run {html.escape(run['name'])}</h1>", _header(run),
+            f"<p class='big'>{html.escape(headline)}</p>", f"<p class='status'>{html.escape(status)}</p>",
+            "<h2>Figures</h2>", html_table(list(fig), [list(fig.values())]),
+            "<p class='note'>Validation figures are on the part of the training split the run held out "
+            f"(val_split {html.escape(str(run['config'].get('val_split', '')))}), not on the test set.</p>",
+            "<h2>Plots</h2>", "".join(img_tag(p) for p in shown)]
     if per_class_rows:
         body += ["<h2>Per-class accuracy</h2>", html_table(["class", "accuracy", "images"], per_class_rows, True)]
     if model_summary:
@@ -144,12 +248,28 @@ def write_run_report(run_dir: str | Path, *, classes: list[str], confusion: torc
     body += ["<h2>Config</h2>", f"<pre>{html.escape(yaml.safe_dump(run['config'], sort_keys=False))}</pre>"]
     page = run_dir / "report.html"
     write_text(page, html_page(f"cifarlab {run['name']}", "".join(body)))
-    log.info("report: %s (%d plots, %.1fs)", page, len(made), time.perf_counter() - start)
+    log.info("report: %s (%d plots, %.1fs)", page, len(shown), time.perf_counter() - start)
     return page
 
 
+# config keys that differ between any two runs but say nothing about how they trained
+_NOT_SETTINGS = {"out", "progress", "study"}
+
+
+def settings_diff(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """The config keys whose values differ between the runs, one row each: (header, rows)."""
+    keys = sorted({k for r in runs for k in r["config"]} - _NOT_SETTINGS)
+    rows = []
+    for key in keys:
+        values = [r["config"].get(key, "(absent)") for r in runs]
+        if any(v != values[0] for v in values[1:]):
+            rows.append([key, *[v if isinstance(v, (int, float, str)) and not isinstance(v, bool)
+                                else json.dumps(v) for v in values]])
+    return ["setting", *[r["name"] for r in runs]], rows
+
+
 def write_comparison(run_dirs: list[str | Path], out: str | Path) -> Path:
-    """One page for several runs: overlaid curves and a sortable table of their final figures."""
+    """One page for several runs: the settings that differ, a sortable table of their figures, overlaid curves."""
     if not run_dirs:
         raise CifarlabError("give at least one run directory")
     runs = [read_run(d) for d in run_dirs]
@@ -159,17 +279,20 @@ def write_comparison(run_dirs: list[str | Path], out: str | Path) -> Path:
             r["name"] = f"{r['dir'].parent.name}/{r['name']}"
     out = Path(out)
     make_dir(out)
-    curves = plots.curves({r["name"]: r["epochs"] for r in runs}, out / "curves.png")
+    pictures = [plots.curves({r["name"]: r["epochs"] for r in runs}, out / "curves.png")]
+    if any(r["steps"] for r in runs):
+        pictures.append(plots.learning_rates({r["name"]: r["steps"] for r in runs if r["steps"]}, out / "lrs.png"))
     figs = [_final_figures(r) for r in runs]
+    header, diff = settings_diff(runs)
+    differ = (html_table(header, diff) if diff else "<p>The runs' configs are identical (seeds included).</p>")
     body = [f"<h1>cifarlab: {len(runs)} runs compared</h1>",
-            "<h2>Final figures</h2><p>Click a column to sort. The train-val gap is train minus validation "
+            f"<p class='facts'>written {time.strftime('%Y-%m-%d %H:%M')} · "
+            f"{html.escape(', '.join(sorted({f['data'] for f in figs if f['data']})) or 'data n/a')}</p>",
+            "<h2>Settings that differ</h2>", differ,
+            "<h2>Figures</h2><p>Click a column to sort. The train-val gap is train minus validation "
             "top-1 at the best epoch (study 002's overfitting measure).</p>",
             html_table(list(figs[0]), [list(f.values()) for f in figs], sortable=True),
-            "<h2>Curves</h2>", img_tag(curves)]
-    for r in runs:
-        if (r["dir"] / "lr.png").is_file():
-            body += [f"<h2>{html.escape(r['name'])}</h2>",
-                     "".join(img_tag(r["dir"] / p) for p in ("lr.png", "confusion.png") if (r["dir"] / p).is_file())]
+            "<h2>Curves</h2>", "".join(img_tag(p) for p in pictures)]
     page = out / "report.html"
     write_text(page, html_page("cifarlab comparison", "".join(body)))
     return page

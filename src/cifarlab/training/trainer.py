@@ -359,10 +359,13 @@ class Trainer:
             log.info("final weights with %s test-time augmentation: val top1 %.2f%%", cfg.tta, 100 * ev["top1"])
         last = st.history[-1] if st.history else {}
         best_row = next((h for h in st.history if h["epoch"] == st.best_epoch), last)
+        # without a validation split the lowest training loss chose best.pt: say so under its own name
+        metric, best = ((cfg.best_metric, st.best) if cfg.best_metric in best_row or st.best is None
+                        else ("train_loss", -st.best))
         summary = {
             "run_dir": str(self.run_dir), "model": cfg.model, "recipe": cfg.recipe,
             "params": count_params(p.model), "classes": p.splits.classes, "epochs_run": last.get("epoch", st.epoch),
-            "best_metric": cfg.best_metric, "best": st.best, "best_epoch": st.best_epoch,
+            "best_metric": metric, "best": best, "best_epoch": st.best_epoch,
             "final": {k: v for k, v in last.items() if k != "type"},
             "best_epoch_metrics": {k: v for k, v in best_row.items() if k != "type"},
             "final_tta": final_tta, "tta": cfg.tta, "train_seconds": sum(h["train_time"] for h in st.history),
@@ -371,8 +374,10 @@ class Trainer:
         }
         write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         self.callbacks.call("on_fit_end", self, summary)
-        log.info("done: best %s %.4f at epoch %d; run directory %s", cfg.best_metric,
-                 st.best if st.best is not None else float("nan"), st.best_epoch, self.run_dir)
+        shown = "n/a" if best is None else (f"{best:.4f}" if metric.endswith("loss") else f"{100 * best:.2f}%")
+        note = " (no validation split: the lowest training loss)" if metric == "train_loss" else ""
+        log.info("done: best %s %s at epoch %d%s; run directory %s", metric, shown, st.best_epoch, note,
+                 self.run_dir)
         return RunResult(self.run_dir, summary, st.history)
 
 
