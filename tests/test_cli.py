@@ -64,7 +64,7 @@ def test_train_eval_predict_commands(capsys, tmp_path):
     assert code == 0 and (tmp_path / "run" / "best.pt").is_file()
     code, out, _ = run(capsys, "eval", str(tmp_path / "run" / "best.pt"))
     assert code == 0 and "top1" in out and "confusion matrix" in out
-    assert (tmp_path / "run" / "eval" / "confusion.csv").is_file()
+    assert (tmp_path / "run" / "eval-val" / "confusion.csv").is_file()
     make_unlabeled_pickle(tmp_path / "nl.pkl", n=5)
     code, out, _ = run(capsys, "predict", str(tmp_path / "run" / "best.pt"), "--input", str(tmp_path / "nl.pkl"),
                        "--out", str(tmp_path / "sub.csv"), "--tta")

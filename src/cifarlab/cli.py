@@ -81,11 +81,21 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
+    from pathlib import Path
+
+    from .data.formats import IMAGE_SUFFIXES
     from .evaluation import predict
 
-    res = predict(args.checkpoint, args.input, args.out, tta=args.tta, label_names=args.label_names,
-                  batch_size=args.batch_size, device=args.device, model=args.model, mean=args.mean, std=args.std)
-    print(f"wrote {len(res['ids'])} predictions to {res['out']}")
+    images_only = all(Path(p).suffix.lower() in IMAGE_SUFFIXES and Path(p).is_file() for p in args.input)
+    out = args.out if args.out is not None else (None if images_only else "submission.csv")
+    res = predict(args.checkpoint, args.input, out, tta=args.tta, label_names=args.label_names,
+                  topk=args.topk or 1, force=args.force, batch_size=args.batch_size, device=args.device,
+                  model=args.model, mean=args.mean, std=args.std)
+    if images_only or args.topk:
+        for ident, top in zip(res["ids"], res["topk"], strict=True):
+            print(f"{ident}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
+    if res["out"]:
+        print(f"wrote {len(res['ids'])} predictions to {res['out']}")
     return 0
 
 
@@ -358,14 +368,18 @@ cifarlab eval notebook_weights.pth --model resnet9 --mean 0.5 0.5 0.5 --std 0.5 
     _weights_options(e)
     e.set_defaults(func=cmd_eval)
 
-    r = sub.add_parser("predict", help="label unlabeled images; writes a Kaggle ID,Labels CSV",
+    r = sub.add_parser("predict", help="label images: print label and top-k, or write a Kaggle ID,Labels CSV",
                        examples="""
+cifarlab predict runs/fast94/best.pt --input cat.png dog.jpg --topk 3    # prints each image's top 3
 cifarlab predict runs/fast94/best.pt --input cifar_test_nolabels.pkl --out submission.csv
-cifarlab predict model.onnx --input photos/ --label-names""")
+cifarlab predict model.onnx --input photos/ --label-names --out photos.csv --force""")
     r.add_argument("checkpoint", help="cifarlab checkpoint (.pt), run directory, exported .safetensors or .onnx, "
                                       "hf-hub:USER/NAME, or a state dict with --model")
     r.add_argument("--input", nargs="+", required=True, help="unlabeled pickle, image folder or image files")
-    r.add_argument("--out", default="submission.csv", help="CSV file to write")
+    r.add_argument("--out", help="CSV file to write (default: submission.csv, or none when the inputs are image "
+                                 "files: their labels are printed)")
+    r.add_argument("--force", action="store_true", help="replace an existing --out file")
+    r.add_argument("--topk", type=_count(1), help="print the K most probable classes of each input")
     r.add_argument("--tta", nargs="?", const="flip", default="none", choices=["none", "flip", "flip_translate"],
                    help="test-time augmentation (--tta alone: flip)")
     r.add_argument("--label-names", action="store_true", help="write class names instead of indices")

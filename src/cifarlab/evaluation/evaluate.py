@@ -10,10 +10,12 @@ from typing import Any
 
 import torch
 
-from ..data import BatchLoader, ImageSet, load_eval_split
+from ..data import BatchLoader, ImageSet, load_eval_split, open_source
+from ..data.fetch import data_reference
 from ..device import resolve_device
 from ..errors import CifarlabError
 from ..files import atomic_write, make_dir, write_text
+from ..hub import is_hub
 from ..metrics import per_class_accuracy
 from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 from ..training.engine import evaluate_model
@@ -59,18 +61,25 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
              out: str | Path | None = None, batch_size: int = 500, device: str = "auto",
              tta: str | bool = "none", model: str | None = None, mean: list[float] | None = None,
              std: list[float] | None = None) -> dict[str, Any]:
-    """Evaluate `checkpoint` on `split` of `data` (defaults: the data and validation part it trained on).
-    `checkpoint` may also be an exported ``.onnx`` file, or a plain state dict with `model`, `mean` and `std`.
+    """Evaluate `checkpoint` on `split` of `data`. Without `data`, the data it trained on and, by default, the
+    validation part it held out (test when it had none); with new `data`, its test split when it has one, else
+    all of it. `checkpoint` may also be a run directory, an exported ``.safetensors`` or ``.onnx`` file,
+    ``hf-hub:USER/NAME``, or a plain state dict with `model`, `mean` and `std`.
 
-    Writes ``metrics.json``, ``confusion.csv/.png`` and ``per_class.csv/.png`` into `out` (default: ``eval/`` beside
-    the checkpoint) and returns the metrics.
+    Writes ``metrics.json``, ``confusion.csv/.png`` and ``per_class.csv/.png`` into `out` (default:
+    ``eval-<split>/`` in the run directory, ``eval-<split>-tta-<mode>/`` with test-time augmentation) and returns
+    the metrics.
     """
     tta = _tta(tta)
     net, ckpt, dev = load_for_inference(checkpoint, device, model=model, mean=mean, std=std)
     cfg = ckpt.get("config", {})
-    data = data or cfg.get("data")
-    if not data:
+    trained_on = cfg.get("data")
+    if not (data or trained_on):
         raise CifarlabError("no data given and the checkpoint does not record any: pass --data")
+    if split is None and data and data_reference(data) != trained_on:  # new data: evaluated as it is
+        splits = open_source(data).splits
+        split = "test" if "test" in splits else "train"
+    data = data or trained_on
     split = split or ("val" if cfg.get("val_split", 0) else "test")
     images = load_eval_split(data, split, cfg.get("val_split", 0.1), cfg.get("split_seed", 0),
                              cfg.get("label_mode", "fine"))
@@ -83,7 +92,7 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
     classes = ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])]
     per_class = per_class_accuracy(res["confusion"]).tolist()
 
-    out_dir = Path(out) if out else Path(checkpoint).resolve().parent / "eval"
+    out_dir = Path(out) if out else _eval_dir(checkpoint, split, tta)
     make_dir(out_dir)
     with atomic_write(out_dir / "confusion.csv", "w", newline="") as fh:
         w = csv.writer(fh)
@@ -105,6 +114,16 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
     metrics["classes"] = classes
     metrics["out_dir"] = str(out_dir)
     return metrics
+
+
+def _eval_dir(checkpoint: str | Path, split: str, tta: str) -> Path:
+    """eval-<split>[-tta-<mode>] inside the run (the checkpoint's folder), so that evaluations of different splits
+    or modes never overwrite each other and nothing is written outside the run."""
+    name = f"eval-{split}" + (f"-tta-{tta}" if tta != "none" else "")
+    if is_hub(checkpoint):
+        return Path.cwd() / name
+    path = Path(checkpoint).resolve()
+    return (path if path.is_dir() else path.parent) / name
 
 
 def format_report(m: dict[str, Any]) -> str:

@@ -61,16 +61,22 @@ def load_inputs(paths: list[str | Path]) -> ImageSet:
                     ids=[i for s in sets for i in s.ids])
 
 
-def predict(checkpoint: str | Path, inputs: str | Path | list, out: str | Path = "submission.csv", *,
-            tta: str | bool = "none", label_names: bool = False, batch_size: int = 500,
-            device: str = "auto", model: str | None = None, mean: list[float] | None = None,
+def predict(checkpoint: str | Path, inputs: str | Path | list, out: str | Path | None = "submission.csv", *,
+            tta: str | bool = "none", label_names: bool = False, topk: int = 1, force: bool = False,
+            batch_size: int = 500, device: str = "auto", model: str | None = None, mean: list[float] | None = None,
             std: list[float] | None = None) -> dict[str, Any]:
-    """Predict a class for every input image and write ``ID,Labels`` rows to `out`.
+    """Predict a class for every input image; with `out`, write ``ID,Labels`` rows there (a Kaggle submission).
 
-    `checkpoint` is a cifarlab checkpoint, an exported ``.onnx`` file, or a plain state dict with `model`,
-    `mean` and `std`. Labels are class indices (the Kaggle convention), or class names with ``label_names=True``.
-    Returns ids, predicted indices and softmax probabilities.
+    `checkpoint` is a cifarlab checkpoint or run directory, an exported ``.safetensors`` or ``.onnx`` file,
+    ``hf-hub:USER/NAME``, or a plain state dict with `model`, `mean` and `std`. Labels are class indices (the
+    Kaggle convention), or class names with ``label_names=True``. An existing `out` is refused unless `force`
+    (``out=None`` writes nothing). Returns ids, predicted indices, softmax probabilities and, per input, the
+    `topk` (class name, probability) pairs.
     """
+    if not isinstance(topk, int) or isinstance(topk, bool) or topk < 1:
+        raise CifarlabError(f"topk must be a whole number >= 1, got {topk!r}")
+    if out is not None and Path(out).exists() and not force:
+        raise CifarlabError(f"{out} exists; pass --force (force=True) to replace it, or another --out")
     net, ckpt, dev = load_for_inference(checkpoint, device, model=model, mean=mean, std=std)
     data = load_inputs(inputs if isinstance(inputs, list) else [inputs])
     loader = inference_loader(data, ckpt, batch_size, dev)
@@ -80,12 +86,18 @@ def predict(checkpoint: str | Path, inputs: str | Path | list, out: str | Path =
                            precision=ckpt.get("config", {}).get("precision", "auto"), progress=True)["probs"]
     pred = probs.argmax(1).tolist()
     classes = ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])]
-    out = Path(out)
-    make_dir(out.parent)
-    # surrogateescape: an id from a file name that is not UTF-8 is written as the name's own bytes
-    with atomic_write(out, "w", newline="", encoding="utf-8", errors="surrogateescape", what="predictions") as fh:
-        w = csv.writer(fh)
-        w.writerow(["ID", "Labels"])
-        for i, p in zip(data.ids, pred, strict=True):
-            w.writerow([i, classes[p] if label_names else p])
-    return {"ids": data.ids, "pred": pred, "probs": probs, "out": str(out), "classes": classes}
+    top_p, top_i = probs.topk(min(topk, probs.shape[1]), dim=1)
+    top = [[(classes[i], float(p)) for p, i in zip(ps, idx, strict=True)]
+           for ps, idx in zip(top_p.tolist(), top_i.tolist(), strict=True)]
+    if out is not None:
+        out = Path(out)
+        make_dir(out.parent)
+        # surrogateescape: an id from a file name that is not UTF-8 is written as the name's own bytes
+        with atomic_write(out, "w", newline="", encoding="utf-8", errors="surrogateescape",
+                          what="predictions") as fh:
+            w = csv.writer(fh)
+            w.writerow(["ID", "Labels"])
+            for i, p in zip(data.ids, pred, strict=True):
+                w.writerow([i, classes[p] if label_names else p])
+    return {"ids": data.ids, "pred": pred, "probs": probs, "out": str(out) if out is not None else None,
+            "classes": classes, "topk": top}
