@@ -100,13 +100,12 @@ def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
-    import torch
-
     from .models import create_model, list_models, summarize
+    from .models.summary import uninitialized
 
     print(f"{'model':<22} {'parameters':>12} {'MACs/image':>15}")
     for name in list_models():
-        with torch.device("meta"):  # shapes and counts only: no memory, no initialization
+        with uninitialized():  # counts and shapes are all this needs
             net = create_model(name, num_classes=args.num_classes or None)
         s = summarize(net)
         print(f"{name:<22} {s.total_params:>12,} {s.macs:>15,}")
