@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
 
 COMMANDS = [["--help"], ["recipes"], ["config", "lr"], ["models"]]
-PROBE = ("import sys, runpy\nsys.argv = ['cifarlab', *sys.argv[1:]]\ntry:\n    runpy.run_module('cifarlab', "
-         "run_name='__main__')\nexcept SystemExit:\n    pass\nprint('TORCH', 'torch' in sys.modules, file=sys.stderr)\n")
+PROBE = ("import sys, runpy\nsys.argv = ['cifarlab', *sys.argv[1:]]\ntry:\n"
+         "    runpy.run_module('cifarlab', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+         "print('TORCH', 'torch' in sys.modules, file=sys.stderr)\n")
 
 
 def main() -> None:
