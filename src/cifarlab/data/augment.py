@@ -287,39 +287,78 @@ OPS: dict[str, Callable] = {
 }
 
 _MODES = {"mode": ("zero", "reflect"), "interpolation": ("nearest", "bilinear"), "order": ("random", "fixed")}
+# Options with bounds beyond ">= 0": (low, high, whole number); p and the like are probabilities.
+_BOUNDS = {"p": (0, 1, False), "num_ops": (0, 10, True), "magnitude": (0, 1000, True),
+           "num_magnitude_bins": (2, 1000, True), "alpha": (1e-6, 1e6, False), "scale_min": (0, 1, False),
+           "scale_max": (0, 1, False), "ratio_min": (1e-3, 1e3, False), "ratio_max": (1e-3, 1e3, False),
+           "value": (0, 1, False)}
+
+
+def _all_ops() -> tuple[dict[str, Callable], dict[str, Callable]]:
+    """(image ops, batch-mixing ops): this module's and the policies' (data/policies.py)."""
+    from .policies import IMAGE_OPS, MIX_OPS
+
+    return {**OPS, **IMAGE_OPS}, MIX_OPS
+
+
+def _check_option(name: str, key: str, value, valid: list[str]) -> None:
+    if key not in valid:
+        raise CifarlabError(f"augmentation '{name}' has no option '{key}'; valid: {', '.join(valid)}")
+    if key in _MODES:
+        if value not in _MODES[key]:
+            raise CifarlabError(f"augmentation '{name}' option '{key}' must be one of {_MODES[key]}; got {value!r}")
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise CifarlabError(f"augmentation '{name}' option '{key}' must be a number >= 0; got {value!r}")
+    low, high, whole = _BOUNDS.get(key, (0, math.inf, False))
+    if not low <= value <= high or (whole and value != int(value)):
+        kind = "a whole number" if whole else "a number"
+        raise CifarlabError(f"augmentation '{name}' option '{key}' must be {kind} in [{low:g}, {high:g}]; "
+                            f"got {value!r}")
 
 
 @dataclass
 class Pipeline:
-    """An ordered list of ops built from recipe specs; validates names and options up front."""
+    """An ordered list of ops built from recipe specs; validates names and options up front. Batch-mixing ops
+    (mixup, cutmix) mix the targets too: a pipeline holding one takes and returns soft targets."""
 
     specs: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         import inspect
 
+        image_ops, mix_ops = _all_ops()
         self.steps = []
         for spec in self.specs:
             spec = dict(spec)
             name = spec.pop("name", None)
-            if name not in OPS:
-                raise CifarlabError(f"unknown augmentation '{name}'; valid: {', '.join(OPS)}")
-            params = inspect.signature(OPS[name]).parameters
-            valid = [k for k in params if k not in ("x", "ctx")]
+            fn = image_ops.get(name) or mix_ops.get(name)
+            if fn is None:
+                raise CifarlabError(f"unknown augmentation '{name}'; valid: {', '.join([*image_ops, *mix_ops])}")
+            valid = [k for k in inspect.signature(fn).parameters if k not in ("x", "y", "ctx")]
             for k, v in spec.items():
-                if k not in valid:
-                    raise CifarlabError(f"augmentation '{name}' has no option '{k}'; valid: {', '.join(valid)}")
-                if k in _MODES and v not in _MODES[k]:
-                    raise CifarlabError(f"augmentation '{name}' option '{k}' must be one of {_MODES[k]}; got {v!r}")
-                if k not in _MODES and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
-                    raise CifarlabError(f"augmentation '{name}' option '{k}' must be a number >= 0; got {v!r}")
-            self.steps.append((OPS[name], spec))
+                _check_option(name, k, v, valid)
+            if spec.get("scale_min", 0) > spec.get("scale_max", 1) or \
+                    spec.get("ratio_min", 0.3) > spec.get("ratio_max", 3.3):
+                raise CifarlabError(f"augmentation '{name}': the *_min options must not exceed the *_max ones")
+            if name == "randaugment" and spec.get("magnitude", 9) >= spec.get("num_magnitude_bins", 31):
+                raise CifarlabError("augmentation 'randaugment' option 'magnitude' must be below num_magnitude_bins")
+            self.steps.append((fn, spec, name in mix_ops))
 
     @property
     def needs_flip_bits(self) -> bool:
-        return any(f is op_alternating_flip for f, _ in self.steps)
+        return any(f is op_alternating_flip for f, _, _ in self.steps)
 
-    def __call__(self, x: torch.Tensor, ctx: Context) -> torch.Tensor:
-        for f, kwargs in self.steps:
-            x = f(x, ctx, **kwargs)
-        return x
+    @property
+    def mixes(self) -> bool:
+        """Whether a step mixes images across the batch (the targets become soft)."""
+        return any(mix for _, _, mix in self.steps)
+
+    def __call__(self, x: torch.Tensor, ctx: Context, y: torch.Tensor | None = None):
+        """The augmented images; with soft targets `y` (N, classes), (images, targets)."""
+        for f, kwargs, mix in self.steps:
+            if mix:
+                x, y = f(x, y if y is not None else x.new_zeros(len(x), 1), ctx, **kwargs)
+            else:
+                x = f(x, ctx, **kwargs)
+        return x if y is None else (x, y)

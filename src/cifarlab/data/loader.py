@@ -51,6 +51,7 @@ class BatchLoader:
         self.resize_schedule = sorted((float(e), int(size)) for e, size in resize_schedule)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.num_classes = len(data.classes) or (int(data.labels.max()) + 1 if len(data.labels) else 1)
         self.flip_bits = None
         if pipeline is not None and pipeline.needs_flip_bits:
             self.flip_bits = torch.rand(len(data), generator=epoch_generator(seed, 0, stream=2)) < 0.5
@@ -86,15 +87,18 @@ class BatchLoader:
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             # Draw the augmentation randomness for skipped batches too, so a resumed epoch matches.
             x = self.images[idx.to(self.device)].float().div_(255)
+            y = self.labels[idx.to(self.device)]
             if self.pipeline is not None:
                 ctx.index = idx
                 if b < start_batch:
                     self.pipeline(x[:1].expand(len(idx), -1, -1, -1), ctx)
                     continue
-                x = self.pipeline(x, ctx)
+                if self.pipeline.mixes:  # mixup/cutmix: targets become class probabilities
+                    x, y = self.pipeline(x, ctx, F.one_hot(y, self.num_classes).float())
+                else:
+                    x = self.pipeline(x, ctx)
             elif b < start_batch:
                 continue
-            y = self.labels[idx.to(self.device)]
             if self.world > 1:  # augmented as one global batch; the per-image steps below run on this rank's slice
                 x = torch.tensor_split(x, self.world)[self.rank]
                 y = torch.tensor_split(y, self.world)[self.rank]

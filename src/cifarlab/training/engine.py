@@ -73,7 +73,8 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
             optimizer.step()
             state.batch += 1
             state.loss_sum += loss_value * len(y)
-            state.correct += int((logits.detach().argmax(1) == y).sum())
+            hard = y.argmax(1) if y.is_floating_point() else y  # mixed targets: their larger share counts
+            state.correct += int((logits.detach().argmax(1) == hard).sum())
             state.seen += len(y)
             state.steps.append({"type": "step", "step": step, "epoch": state.epoch, "lr": lr, "loss": loss_value})
             state.train_time = time.perf_counter() - start
