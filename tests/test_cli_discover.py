@@ -151,3 +151,26 @@ def test_a_closed_pipe_ends_quietly(command):
     res = subprocess.run(f"{sys.executable} -m cifarlab {command} | head -3", shell=True, capture_output=True,
                          text=True, timeout=120)
     assert res.stdout.strip() and "Traceback" not in res.stderr and "Broken" not in res.stderr, res.stderr
+
+
+def test_the_library_logs_under_the_cifarlab_logger_only():
+    import ast
+    from pathlib import Path
+
+    import cifarlab
+
+    for path in Path(cifarlab.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "getLogger":
+                arg = node.args[0] if node.args else None
+                ok = (isinstance(arg, ast.Name) and arg.id == "__name__") or \
+                    (isinstance(arg, ast.Constant) and arg.value == "cifarlab")
+                assert ok, f"{path.name}:{node.lineno} logs outside the cifarlab logger"
+
+
+def test_export_to_onnx_prints_one_line_and_no_other_librarys_logs(trained_run, tmp_path):
+    pytest.importorskip("onnxscript")
+    res = _run("export", str(trained_run / "best.pt"), "--format", "onnx", "--out", str(tmp_path / "m.onnx"))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"wrote {tmp_path / 'm.onnx'}"
+    assert "onnxscript" not in res.stderr and "torch.onnx" not in res.stderr.lower(), res.stderr[-800:]
