@@ -99,7 +99,8 @@ def _npz() -> bytes:
 
 
 @settings(max_examples=OTHER_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-@given(st.sampled_from(["eval", "predict", "export", "report", "stats", "sweep", "summary", "import"]),
+@given(st.sampled_from(["eval", "predict", "export", "report", "stats", "sweep", "summary", "import", "config",
+                        "push"]),
        st.sampled_from(["random", "pickle", "png", "yaml", "npz", "real"]), st.binary(max_size=64),
        st.floats(0, 1), odd_value, odd_value)
 def test_other_commands_with_generated_files_and_values_end_with_0_or_2(world, capsys, command, kind, data, cut, v1,
@@ -112,9 +113,11 @@ def test_other_commands_with_generated_files_and_values_end_with_0_or_2(world, c
     argv = {
         "eval": ["eval", target, "--out", str(folder / "ev"), "--batch-size", v1, "--tta", "flip"],
         "predict": ["predict", str(world["ckpt"]), "--input", str(gen if kind != "real" else world["pkl"]), "--out",
-                    str(folder / v1.replace("/", "_")[:8] or "p.csv")],
-        "export": ["export", target, "--format", v1 if v1 in ("onnx", "torchscript") else "state_dict", "--out",
-                   str(folder / "w.pth")],
+                    str(folder / v1.replace("/", "_")[:8] or "p.csv"), "--topk", v2],
+        "export": ["export", target, "--format", v1 if v1 in ("onnx", "torchscript", "pt2") else
+                   ("safetensors" if kind == "real" else "state_dict"), "--out", str(folder / "w.pth")],
+        "config": ["config", v1],
+        "push": ["push", target, "--repo", v2, "--dry-run", str(folder / "hub")],
         "report": ["report", str(world["run"]) if kind == "real" else str(folder), "--out", str(folder / "cmp")],
         "stats": ["data", "stats", str(world["data"]) if kind == "real" else str(gen), "--resize", v1],
         "sweep": ["sweep", "run", str(gen), "--out", str(folder / "sw"), "--trials", "1", "--epochs", "1",

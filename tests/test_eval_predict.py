@@ -111,3 +111,15 @@ def test_the_readmes_python_examples_run(tmp_path, monkeypatch, capsys):
     for block in blocks:
         exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the project's own README
     assert (work / "submission.csv").is_file() and "val top-1" in capsys.readouterr().out
+
+
+def test_a_run_without_validation_names_the_metric_that_chose_best_pt(tmp_path, capsys):
+    make_cifar10_python(tmp_path, per_batch=20, test=10)
+    assert main(["train", "--data", str(tmp_path), "--model", "resnet_small", "--epochs", "2", "--batch-size", "25",
+                 "--val-split", "0", "--out", str(tmp_path / "run"), "--no-report", "--progress", "false"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["best_metric"] == "train_loss" and summary["best"] > 0
+    assert last.startswith(f"done: best train_loss {summary['best']:.4f} at epoch {summary['best_epoch']} "
+                           "(no validation split: the lowest training loss)")
+    assert "val_top1" not in last

@@ -253,18 +253,24 @@ def op_cutout(x, ctx, size: int = 8, p: float = 1.0):
     return _apply_with_p(ctx, x, cutout(x, _randint(ctx, n, 0, h - 1), _randint(ctx, n, 0, w - 1), size), p)
 
 
+def box_tries(ctx: Context, n: int, area: int, scale_min: float, scale_max: float, ratio_min: float,
+              ratio_max: float, tries: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sqrt(a r), sqrt(a / r)), rounded, for `tries` boxes per image: area a uniform in [scale_min, scale_max] of
+    `area`, aspect ratio r log-uniform in [ratio_min, ratio_max] (torchvision's RandomResizedCrop and
+    RandomErasing draw their boxes so)."""
+    a = area * (torch.rand(n, tries, generator=ctx.generator) * (scale_max - scale_min) + scale_min)
+    log_r = torch.rand(n, tries, generator=ctx.generator) * (math.log(ratio_max) - math.log(ratio_min))
+    r = torch.exp(log_r + math.log(ratio_min))
+    return torch.sqrt(a * r).round(), torch.sqrt(a / r).round()
+
+
 def op_random_resized_crop(x, ctx, scale_min: float = 0.08, scale_max: float = 1.0, ratio_min: float = 3 / 4,
                            ratio_max: float = 4 / 3):
     """torchvision RandomResizedCrop at the image's own size: a box of area fraction uniform in [scale_min,
     scale_max] and aspect ratio log-uniform in [ratio_min, ratio_max] (10 tries; else the whole image), resized
     back bilinearly. Resizing to a larger training size is the loader's `resize`, applied after."""
     n, _, h, w = x.shape
-    tries = 10
-    area = h * w * (torch.rand(n, tries, generator=ctx.generator) * (scale_max - scale_min) + scale_min)
-    log_r = torch.rand(n, tries, generator=ctx.generator) * (math.log(ratio_max) - math.log(ratio_min))
-    ratio = torch.exp(log_r + math.log(ratio_min))
-    cw = torch.sqrt(area * ratio).round()
-    ch = torch.sqrt(area / ratio).round()
+    cw, ch = box_tries(ctx, n, h * w, scale_min, scale_max, ratio_min, ratio_max)
     ok = (cw >= 1) & (cw <= w) & (ch >= 1) & (ch <= h)
     first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((n,), -1))
     pick = first.clamp(min=0)[:, None]

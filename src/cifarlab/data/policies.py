@@ -22,6 +22,7 @@ from .augment import (
     adjust_brightness,
     adjust_contrast,
     adjust_saturation,
+    box_tries,
     rotate,
     shift,
 )
@@ -237,12 +238,7 @@ def op_random_erasing(x, ctx, p: float = 0.5, scale_min: float = 0.02, scale_max
     (h < H and w < W) is filled with `value` (pixel units before normalization: torchvision's usual place after
     Normalize, where 0 is the mean colour, would be value = the mean here)."""
     n, _, h, w = x.shape
-    tries = 10
-    area = h * w * (torch.rand(n, tries, generator=ctx.generator) * (scale_max - scale_min) + scale_min)
-    log_r = torch.rand(n, tries, generator=ctx.generator) * (math.log(ratio_max) - math.log(ratio_min))
-    ratio = torch.exp(log_r + math.log(ratio_min))
-    eh = torch.sqrt(area * ratio).round()
-    ew = torch.sqrt(area / ratio).round()
+    eh, ew = box_tries(ctx, n, h * w, scale_min, scale_max, ratio_min, ratio_max)
     ok = (eh < h) & (ew < w)
     first = ok.float().argmax(1)[:, None]
     eh, ew = eh.gather(1, first)[:, 0], ew.gather(1, first)[:, 0]
