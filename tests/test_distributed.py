@@ -93,7 +93,7 @@ def test_torchrun_two_processes_gloo_one_epoch(tmp_path):
            "--no-report", "--device", "cpu"]  # gloo on CPU, also on a machine with a GPU
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "distributed: 2 processes (gloo backend)" in proc.stderr
+    assert "distributed: 2 processes (gloo backend)" in proc.stdout  # progress goes to stdout
     # one run directory, one set of checkpoints, one metrics file: only rank 0 wrote
     assert [p.name for p in runs.iterdir()] == ["ddp"]
     assert sorted(p.name for p in (runs / "ddp").glob("*.pt")) == ["best.pt", "last.pt"]
@@ -149,7 +149,7 @@ def test_torchrun_nccl_with_sync_bn_on_one_gpu(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                           cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "distributed: 1 processes (nccl backend)" in proc.stderr
+    assert "distributed: 1 processes (nccl backend)" in proc.stdout
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in rows if r["type"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [1, 2]
@@ -247,7 +247,7 @@ def test_torchrun_freeze_backbone_then_unfreeze(tmp_path):
 def test_torchrun_with_one_process_still_trains_through_ddp(tmp_path):
     make_cifar10_python(tmp_path / "data", per_batch=40, test=20)
     proc = _torchrun(tmp_path, "--recipe", "seed001_small", "--out", str(tmp_path / "one"), nproc=1, epochs=1)
-    assert "distributed: 1 processes (gloo backend)" in proc.stderr
+    assert "distributed: 1 processes (gloo backend)" in proc.stdout
     # the model is wrapped (and converted for sync_bn) as with more ranks: on CPU that conversion is refused
     refused = _torchrun(tmp_path, "--recipe", "seed001_small", "--out", str(tmp_path / "bn"), "--sync-bn", "true",
                         nproc=1, epochs=1, ok=False)

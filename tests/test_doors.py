@@ -463,8 +463,8 @@ def _commands_writing(trained_run: Path, tmp_path: Path) -> dict[str, tuple[list
     ckpt = str(trained_run / "best.pt")
     return {
         "eval": (["eval", ckpt, "--out", str(tmp_path / "ev")], tmp_path / "ev"),
-        "predict": (["predict", ckpt, "--input", str(tmp_path / "in.pkl"), "--out", str(tmp_path / "pr" / "p.csv")],
-                    tmp_path / "pr"),
+        "predict": (["predict", ckpt, "--input", str(tmp_path / "in.pkl"), "--out", str(tmp_path / "pr" / "p.csv"),
+                     "--force"], tmp_path / "pr"),  # --force: the reruns below replace the first run's CSV
         "export": (["export", ckpt, "--format", "onnx", "--out", str(tmp_path / "ex" / "m.onnx")], tmp_path / "ex"),
         "report": (["report", str(trained_run), str(trained_run), "--out", str(tmp_path / "cmp")], tmp_path / "cmp"),
     }

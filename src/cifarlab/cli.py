@@ -564,15 +564,15 @@ class _ConsoleHandler(logging.StreamHandler):
     _record_level = logging.INFO
 
 
-def _configure_logging(level: int) -> None:
-    """The `cifarlab` logger (every module of the library logs under it) to the console; other libraries' loggers,
-    and the root logger, are left as the user's program set them."""
+def _configure_logging(level: int) -> logging.Handler:
+    """The `cifarlab` logger (every module of the library logs under it) to the console while the command runs;
+    other libraries' loggers, and the root logger, are left as the user's program set them."""
     logger = logging.getLogger("cifarlab")
     logger.setLevel(level)
-    if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
-        handler = _ConsoleHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
+    handler = _ConsoleHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    return handler
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -580,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "train" and getattr(args, "sweep_command", None) != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    _configure_logging(logging.DEBUG if args.verbose else logging.INFO)
+    handler = _configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.func(args, extra)
     except CifarlabError as exc:
@@ -605,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cifarlab: internal error: {type(exc).__name__}: {first} (run again with --debug for the traceback; "
               "please report it)", file=sys.stderr)
         return 1
+    finally:  # a program that calls main() gets its logging back as it was
+        logging.getLogger("cifarlab").removeHandler(handler)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,8 @@ def predict(checkpoint: str | Path, inputs: str | Path | list, out: str | Path |
     """
     if not isinstance(topk, int) or isinstance(topk, bool) or topk < 1:
         raise CifarlabError(f"topk must be a whole number >= 1, got {topk!r}")
+    if out is not None and Path(out).is_dir():
+        raise CifarlabError(f"{out} is a directory; --out names the CSV file to write")
     if out is not None and Path(out).exists() and not force:
         raise CifarlabError(f"{out} exists; pass --force (force=True) to replace it, or another --out")
     net, ckpt, dev = load_for_inference(checkpoint, device, model=model, mean=mean, std=std)

@@ -99,7 +99,7 @@ def html_table(header: list[str], rows: list[list[Any]], sortable: bool = False)
         if isinstance(v, Pct):
             return f'<td data-v="{float(v)}">{100 * v:.2f}%</td>'
         if isinstance(v, float):
-            return f'<td data-v="{v}">{v:.4g}</td>'
+            return f'<td data-v="{v}">{v:.4f}</td>'
         if isinstance(v, int) and not isinstance(v, bool):
             return f'<td data-v="{v}">{v:,}</td>'
         return f"<td>{html.escape(str(v))}</td>"
@@ -263,8 +263,7 @@ def settings_diff(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]
     for key in keys:
         values = [r["config"].get(key, "(absent)") for r in runs]
         if any(v != values[0] for v in values[1:]):
-            rows.append([key, *[v if isinstance(v, (int, float, str)) and not isinstance(v, bool)
-                                else json.dumps(v) for v in values]])
+            rows.append([key, *[v if isinstance(v, str) else json.dumps(v) for v in values]])  # exactly as set
     return ["setting", *[r["name"] for r in runs]], rows
 
 
