@@ -95,3 +95,12 @@ def test_data_download_defaults_to_the_data_root(tmp_path, monkeypatch, capsys):
     _mirror(tmp_path, monkeypatch, "cifar100")
     assert main(["data", "download", "cifar100"]) == 0
     assert f"ready: {tmp_path / 'root' / 'cifar-100-python'}" in capsys.readouterr().out
+
+
+def test_a_data_root_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "afile").write_text("not a folder")
+    monkeypatch.setenv("CIFARLAB_DATA", str(tmp_path / "afile"))
+    assert main(["data", "stats", "cifar10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a file of that name is in the way" in err
+    assert (tmp_path / "afile").read_text() == "not a folder"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CifarlabError
+from ..files import make_dir
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +129,7 @@ def download(name: str, to: str | Path, timeout: float = 30.0) -> Path:
     if name not in ARCHIVES:
         raise CifarlabError(f"unknown dataset '{name}'; choose from {', '.join(ARCHIVES)}")
     arc = ARCHIVES[name]
-    to = Path(to).expanduser()
-    to.mkdir(parents=True, exist_ok=True)
+    to = make_dir(Path(to).expanduser())
     folder = to / arc.folder
     archive = to / arc.filename
     if not archive.is_file():
