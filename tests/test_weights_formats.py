@@ -142,6 +142,9 @@ def test_push_dry_run_writes_the_files_with_a_model_card(trained_run, tmp_path, 
     assert f"{summary['params']:,} parameters" in card
     config = json.loads((tmp_path / "hub" / "config.json").read_text())
     assert config["model"] == "resnet_small" and config["run_config"]["epochs"] == 2
+    _one_error_line(capsys, ["push", str(trained_run), "--repo", "alice/tiny", "--dry-run", str(tmp_path / "hub")],
+                    "already holds model.safetensors, config.json, README.md")
+    assert (tmp_path / "hub" / "README.md").read_text() == card
 
 
 def test_push_uploads_that_folder(trained_run, tmp_path, monkeypatch):

@@ -266,6 +266,11 @@ def cmd_push(args: argparse.Namespace, extra: list[str]) -> int:
     from .hub import push, write_hub_folder
 
     if args.dry_run:
+        from pathlib import Path
+
+        taken = [n for n in ("model.safetensors", "config.json", "README.md") if (Path(args.dry_run) / n).exists()]
+        if taken:
+            raise CifarlabError(f"{args.dry_run} already holds {', '.join(taken)}; give an empty or new folder")
         for path in write_hub_folder(args.run, args.dry_run):
             print(f"wrote {path}")
         return 0
