@@ -24,6 +24,13 @@ class Interrupted(Exception):
         self.step = step
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), or its type's name when it has none: how
+    a library's error is quoted inside one of ours."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
 # Names people bring from other tools (timm, Lightning, Keras, torchvision scripts) for cifarlab's config keys.
 SYNONYMS = {"learning_rate": "lr", "learningrate": "lr", "wd": "weight_decay", "l2": "weight_decay",
             "decay": "weight_decay", "bs": "batch_size", "batch": "batch_size", "epoch": "epochs",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import INTERPOLATIONS
-from .errors import CifarlabError
+from .errors import CifarlabError, first_line
 
 HUB_PREFIX = "hf-hub:"
 WEIGHTS_NAME = "model.safetensors"
@@ -53,7 +53,7 @@ def hub_file(spec: str, filename: str = WEIGHTS_NAME) -> Path:
     try:
         folder = Path(hf.snapshot_download(repo_id=repo, revision=revision, allow_patterns=[filename, "config.json"]))
     except Exception as exc:  # noqa: BLE001 - the Hub's errors: offline, not found, gated, no such revision
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise CifarlabError(f"cannot get {spec} from the Hub or its cache ({type(exc).__name__}: {first})") from None
     path = folder / filename
     if not path.is_file():
@@ -120,7 +120,7 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] |
             header = fh.metadata() or {}
             state = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as exc:  # noqa: BLE001 - safetensors' own errors for a truncated or foreign file
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise CifarlabError(f"{path} is not a loadable safetensors file ({first})") from None
     if META_KEY not in header:
         return state, None
@@ -249,7 +249,7 @@ def push(run: str | Path, repo: str, *, private: bool = False, token: str | None
             url = api.create_repo(repo, private=private, exist_ok=True)
             api.upload_folder(repo_id=repo, folder_path=str(folder), commit_message=message)
         except Exception as exc:  # noqa: BLE001 - network, authentication, permissions
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise CifarlabError(f"could not push to {repo} ({type(exc).__name__}: {first}); the files are written "
                                 "by cifarlab push --dry-run DIR") from None
     return str(url)

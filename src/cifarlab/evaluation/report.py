@@ -175,12 +175,11 @@ def run_facts(run: dict[str, Any]) -> dict[str, Any]:
             "params": _params(run), "wall": f"{wall / 60:.1f} min" if isinstance(wall, (int, float)) else ""}
 
 
-def _final_figures(run: dict[str, Any]) -> dict[str, Any]:
+def _final_figures(run: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
     s, epochs = run["summary"], run["epochs"]
     last = epochs[-1] if epochs else {}
     best = _best_row(run)
     gap = (best.get("train_top1", 0) - best["val_top1"]) if "val_top1" in best else None
-    facts = run_facts(run)
     return {"run": run["name"], "recipe": run["config"].get("recipe") or s.get("recipe", ""),
             "model": run["config"].get("model") or s.get("model", ""), "params": facts["params"],
             "status": run_status(run).split(" (")[0], "best epoch": best.get("epoch", ""),
@@ -190,8 +189,7 @@ def _final_figures(run: dict[str, Any]) -> dict[str, Any]:
             "date": facts["date"], "data": facts["data"], "device": facts["device"].split(" (")[0]}
 
 
-def _header(run: dict[str, Any]) -> str:
-    f = run_facts(run)
+def _header(run: dict[str, Any], f: dict[str, Any]) -> str:
     params = f"{f['params']:,} parameters" if isinstance(f["params"], int) else "parameters n/a"
     data = str(run["config"].get("data", ""))
     parts = [f"started {f['date']}" if f["date"] else "", f"data {data}" if data else "",
@@ -226,7 +224,8 @@ def write_run_report(run_dir: str | Path, *, classes: list[str] | None = None, c
         made.append(plots.mistakes(val_images, val_labels, val_probs, classes, run_dir / "mistakes.png"))
     shown = made + [run_dir / n for n in RUN_PLOTS if (run_dir / n).is_file() and run_dir / n not in made]
 
-    fig = _final_figures(run)
+    facts = run_facts(run)
+    fig = _final_figures(run, facts)
     top1, status = fig["val top-1"], run_status(run)
     if isinstance(top1, Pct):
         headline = f"val top-1 {100 * top1:.2f}% at epoch {fig['best epoch']}"
@@ -235,7 +234,7 @@ def write_run_report(run_dir: str | Path, *, classes: list[str] | None = None, c
                     f"({fig['final train loss']:.4f} at the last epoch)")
     else:
         headline = "no epoch finished yet"
-    body = [f"<h1>cifarlab run {html.escape(run['name'])}</h1>", _header(run),
+    body = [f"<h1>cifarlab run {html.escape(run['name'])}</h1>", _header(run, facts),
             f"<p class='big'>{html.escape(headline)}</p>", f"<p class='status'>{html.escape(status)}</p>",
             "<h2>Figures</h2>", html_table(list(fig), [list(fig.values())]),
             "<p class='note'>Validation figures are on the part of the training split the run held out "
@@ -281,7 +280,7 @@ def write_comparison(run_dirs: list[str | Path], out: str | Path) -> Path:
     pictures = [plots.curves({r["name"]: r["epochs"] for r in runs}, out / "curves.png")]
     if any(r["steps"] for r in runs):
         pictures.append(plots.learning_rates({r["name"]: r["steps"] for r in runs if r["steps"]}, out / "lrs.png"))
-    figs = [_final_figures(r) for r in runs]
+    figs = [_final_figures(r, run_facts(r)) for r in runs]
     header, diff = settings_diff(runs)
     differ = (html_table(header, diff) if diff else "<p>The runs' configs are identical (seeds included).</p>")
     body = [f"<h1>cifarlab: {len(runs)} runs compared</h1>",

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CifarlabError
+from ..errors import CifarlabError, first_line
 
 # torchvision's published ImageNet weights: the file name carries the first hex digits of its SHA-256
 TORCHVISION_URLS = {
@@ -66,14 +66,9 @@ def load_tensors(path: Path, what: str) -> Any:
         if "Weights only load failed" in str(exc):  # torch's text goes on to suggest weights_only=False: never
             raise CifarlabError(f"{path} is not a loadable {what}: it holds code or objects beyond tensors, "
                                 "which are refused (nothing in it was run)") from None
-        raise CifarlabError(f"{path} is not a loadable {what} ({_first_line(exc)})") from None
+        raise CifarlabError(f"{path} is not a loadable {what} ({first_line(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - any parse failure of an untrusted file (IndexError, struct.error, ...)
-        raise CifarlabError(f"{path} is not a loadable {what} ({_first_line(exc)})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+        raise CifarlabError(f"{path} is not a loadable {what} ({first_line(exc)})") from None
 
 
 def clean_state_dict(raw: Any, where: str = "weights") -> dict[str, torch.Tensor]:
