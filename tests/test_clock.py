@@ -41,6 +41,14 @@ def test_the_reserve_for_the_final_evaluation_is_capped_at_half_the_budget():
     assert no_budget.reserve == 0
 
 
+def test_the_setup_before_training_is_taken_off_the_budget():
+    clock = Clock(1.0, total_steps=100, setup=12.0)  # 12 s reading the data: 48 s of training remain
+    clock.keep_for_evaluation(3.0, passes=2)
+    assert clock.train_budget() == pytest.approx(42.0)
+    assert _at(clock, 21.0).progress(0) == pytest.approx(50)
+    assert Clock(1.0, total_steps=100, setup=50.0).train_budget() == pytest.approx(30.0)  # never under half
+
+
 def test_a_resumed_clock_carries_on_and_ranks_read_the_agreed_clock():
     clock = Clock(1.0, total_steps=100, elapsed=30.0)
     assert clock.elapsed() >= 30.0 and clock.progress(0) == pytest.approx(50, abs=0.5)

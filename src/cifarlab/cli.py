@@ -64,8 +64,9 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     if args.resume:
         train(args.recipe, resume=args.resume, data=args.data, report=not args.no_report, **overrides)
         return 0
-    if not args.recipe and not overrides.get("model"):
-        raise CifarlabError("give --recipe NAME (cifarlab recipes lists them) or at least --model NAME")
+    if not args.recipe and not overrides.get("model") and not overrides.get("time_budget"):
+        raise CifarlabError("give --recipe NAME (cifarlab recipes lists them), --model NAME, or --time-budget "
+                            "MINUTES alone for the best recipe measured for that budget")
     train(args.recipe, data=args.data, report=not args.no_report, **overrides)
     return 0
 
@@ -75,7 +76,8 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     from .evaluation.evaluate import format_report
 
     m = evaluate(args.checkpoint, args.data, split=args.split, out=args.out, batch_size=args.batch_size,
-                 device=args.device, tta=args.tta, model=args.model, mean=args.mean, std=args.std)
+                 device=args.device, tta=args.tta, tta_margin=args.tta_margin, model=args.model, mean=args.mean,
+                 std=args.std)
     print(format_report(m))
     return 0
 
@@ -88,7 +90,8 @@ def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
 
     images_only = all(Path(p).suffix.lower() in IMAGE_SUFFIXES and Path(p).is_file() for p in args.input)
     out = args.out if args.out is not None else (None if images_only else "submission.csv")
-    res = predict(args.checkpoint, args.input, out, tta=args.tta, label_names=args.label_names,
+    res = predict(args.checkpoint, args.input, out, tta=args.tta, tta_margin=args.tta_margin,
+                  label_names=args.label_names,
                   topk=args.topk or 1, force=args.force, batch_size=args.batch_size, device=args.device,
                   model=args.model, mean=args.mean, std=args.std)
     if images_only or args.topk:
@@ -327,6 +330,17 @@ def _count(low: int, high: int | None = None):
     return parse
 
 
+def _unit(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value <= 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
 def _train_parser(sub) -> None:
     t = sub.add_parser("train", help="train a model from a recipe; any config key can be given as --key value",
                        description="Train a model from a recipe. Any config key (cifarlab config lists all 81) "
@@ -367,6 +381,9 @@ cifarlab eval notebook_weights.pth --model resnet9 --mean 0.5 0.5 0.5 --std 0.5 
     e.add_argument("--out", help="output directory (default: eval/ beside the checkpoint)")
     e.add_argument("--tta", nargs="?", const="flip", default="none", choices=["none", "flip", "flip_translate"],
                    help="test-time augmentation (--tta alone: flip)")
+    e.add_argument("--tta-margin", type=_unit, default=0.0,
+                   help="selective TTA: only images whose top-1 probability beats the runner-up's by less than "
+                        "this get the TTA views (0 = all)")
     e.add_argument("--batch-size", type=_count(1), default=500, help="images per forward pass")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     _weights_options(e)
@@ -386,6 +403,9 @@ cifarlab predict model.onnx --input photos/ --label-names --out photos.csv --for
     r.add_argument("--topk", type=_count(1), help="print the K most probable classes of each input")
     r.add_argument("--tta", nargs="?", const="flip", default="none", choices=["none", "flip", "flip_translate"],
                    help="test-time augmentation (--tta alone: flip)")
+    r.add_argument("--tta-margin", type=_unit, default=0.0,
+                   help="selective TTA: only images whose top-1 probability beats the runner-up's by less than "
+                        "this get the TTA views (0 = all)")
     r.add_argument("--label-names", action="store_true", help="write class names instead of indices")
     r.add_argument("--batch-size", type=_count(1), default=500, help="images per forward pass")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

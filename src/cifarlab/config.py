@@ -8,6 +8,7 @@ Unknown keys and values of the wrong type are rejected with the key named.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import types
 import typing
@@ -72,6 +73,7 @@ class Config:
     bias_lr_scale: float = 1.0  # LR multiplier for biases and BN shifts (their weight decay is divided by it)
     muon_lr_ratio: float = 1.0  # optimizer muon: the conv filters' LR is lr * muon_lr_ratio
     muon_momentum: float = 0.6  # optimizer muon: Nesterov momentum of the Muon update
+    muon_batched: bool = True  # optimizer muon: orthogonalize all filters of one shape in one batched call
     ema_decay: float = 0.0  # per-step decay of a weight average that is evaluated and saved (0 = off)
     ema_every: int = 5  # steps between weight-average updates
     lookahead: bool = False  # after each average update, reset the live weights to the average
@@ -113,7 +115,11 @@ class Config:
     recipe: str = ""  # name of the recipe this config came from (informational)
     progress: bool = True  # show a progress bar
     tta: str = "none"  # test-time augmentation for the final evaluation: none | flip | flip_translate
-    time_budget: float = 0.0  # minutes of training: schedules follow elapsed time, the run ends on time (0 = off)
+    tta_margin: float = 0.0  # selective TTA: only images whose top-1 probability beats the runner-up's by less
+    #                          than this get the TTA views, the others keep their plain prediction (0 = all images)
+    val_every: int = 1  # epochs between validation passes; the last epoch is always validated (0 = only the last)
+    time_budget: float = 0.0  # minutes for the run (data, training, final evaluation): schedules follow elapsed
+    #                           time and the run ends on time (0 = off)
     tensorboard: bool = False  # also log scalars and the hparams view for TensorBoard into RUN_DIR/tensorboard
     csv_log: bool = False  # also log params and metrics as Lightning's CSVLogger does, into RUN_DIR/csv/version_0
     mlflow: str = ""  # also log to MLflow at this tracking URI (e.g. file:./mlruns or http://host:5000; "" = off)
@@ -125,7 +131,7 @@ class Config:
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 # Keys a resumed run may change: how long it runs and what it reports, never what it computes.
 RESUMABLE = ("epochs", "time_budget", "progress", "threads", "checkpoint_every", "device", "tensorboard", "csv_log",
-             "mlflow", "wandb", "out", "early_stop_patience")
+             "mlflow", "wandb", "out", "early_stop_patience", "val_every", "tta", "tta_margin")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")  # PIL's resize filters
 # The largest size images are resized to (px): 32-px CIFAR images gain nothing beyond it, and a batch at 6,000 px
 # would need gigabytes per image before any check could say so.
@@ -199,13 +205,14 @@ _BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     **dict.fromkeys(("bias_lr_scale", "muon_lr_ratio", "gamma", "onecycle_div_factor", "onecycle_final_div_factor"),
                     _POSITIVE),
     "plateau_factor": (0, 1, False, True),
+    "tta_margin": (0, 1, True, True),
     "distill_alpha": (0, 1, True, True),
     "distill_temperature": _POSITIVE,
     "onecycle_pct_start": (0, 1, False, False),
     **dict.fromkeys(("epochs", "batch_size", "eval_batch_size", "ema_every", "cyclic_step_size"),
                     (1, _INF, True, False)),
     **dict.fromkeys(("lr_reference_batch", "plateau_patience", "plateau_cooldown", "early_stop_patience",
-                     "checkpoint_every", "threads", "unfreeze_epoch"), _AT_LEAST_0),
+                     "checkpoint_every", "threads", "unfreeze_epoch", "val_every"), _AT_LEAST_0),
     "resize": (0, MAX_RESIZE, True, True),
 }
 
@@ -392,8 +399,26 @@ def load_recipe(name: str) -> dict[str, Any]:
     return values
 
 
+# The recipe a run with a time budget and neither a recipe nor a model takes: for budgets up to the first figure
+# (minutes), the first recipe, and so on; the best measured per budget on the development machine (BENCHMARKS.md,
+# "Budget curve"), where fast94's 12 epochs take 23 minutes.
+BUDGET_RECIPES: tuple[tuple[float, str], ...] = ((45.0, "fast94"), (math.inf, "fast95"))
+
+
+def recipe_for_budget(minutes: float) -> str:
+    """The recipe that did best in `minutes` (BUDGET_RECIPES)."""
+    return next(name for upto, name in BUDGET_RECIPES if minutes <= upto)
+
+
 def make_config(recipe_name: str | None = None, /, **overrides: Any) -> Config:
-    """defaults < recipe < overrides, validated. (`recipe_name` is positional: `recipe` is also a config key.)"""
+    """defaults < recipe < overrides, validated. (`recipe_name` is positional: `recipe` is also a config key.)
+    With a `time_budget`, no recipe and no `model`, the recipe is the one that does best in that budget."""
+    budget = overrides.get("time_budget")
+    if not recipe_name and overrides.get("model") is None and overrides.get("recipe") is None and budget:
+        if isinstance(budget, (int, float)) and not isinstance(budget, bool) and math.isfinite(budget) and budget > 0:
+            recipe_name = recipe_for_budget(float(budget))
+            logging.getLogger("cifarlab").info("no recipe given: %s, the best measured for a %g-minute budget",
+                                               recipe_name, budget)
     cfg = Config()
     if recipe_name:
         cfg = apply_overrides(cfg, load_recipe(recipe_name))

@@ -19,6 +19,7 @@ from ..hub import is_hub
 from ..metrics import per_class_accuracy
 from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 from ..training.engine import evaluate_model
+from ..training.engine import tta_margin as _margin
 from ..training.engine import tta_mode as _tta
 from . import plots
 
@@ -60,7 +61,7 @@ def inference_loader(images: ImageSet, ckpt: dict[str, Any], batch_size: int, de
 def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | None = None,
              out: str | Path | None = None, batch_size: int = 500, device: str = "auto",
              tta: str | bool = "none", model: str | None = None, mean: list[float] | None = None,
-             std: list[float] | None = None) -> dict[str, Any]:
+             std: list[float] | None = None, tta_margin: float = 0.0) -> dict[str, Any]:
     """Evaluate `checkpoint` on `split` of `data`. Without `data`, the data it trained on and, by default, the
     validation part it held out (test when it had none); with new `data`, its test split when it has one, else
     all of it. `checkpoint` may also be a run directory, an exported ``.safetensors`` or ``.onnx`` file,
@@ -70,7 +71,7 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
     ``eval-<split>/`` in the run directory, ``eval-<split>-tta-<mode>/`` with test-time augmentation) and returns
     the metrics.
     """
-    tta = _tta(tta)
+    tta, tta_margin = _tta(tta), _margin(tta_margin)
     net, ckpt, dev = load_for_inference(checkpoint, device, model=model, mean=mean, std=std)
     cfg = ckpt.get("config", {})
     trained_on = cfg.get("data")
@@ -88,11 +89,12 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
     if images.classes and len(images.classes) != ckpt["num_classes"]:
         raise CifarlabError(f"data has {len(images.classes)} classes but the model predicts {ckpt['num_classes']}")
     res = evaluate_model(net, inference_loader(images, ckpt, batch_size, dev), ckpt["num_classes"], tta=tta,
-                         progress=True, precision=cfg.get("precision", "auto"))
+                         progress=True, precision=cfg.get("precision", "auto"), tta_margin=tta_margin)
     classes = ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])]
     per_class = per_class_accuracy(res["confusion"]).tolist()
 
-    out_dir = Path(out) if out else _eval_dir(checkpoint, split, tta)
+    tta_margin = tta_margin if tta != "none" else 0.0
+    out_dir = Path(out) if out else _eval_dir(checkpoint, split, tta, tta_margin)
     make_dir(out_dir)
     with atomic_write(out_dir / "confusion.csv", "w", newline="") as fh:
         w = csv.writer(fh)
@@ -106,7 +108,7 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
             w.writerow([name, f"{acc:.4f}", cnt])
     metrics = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "count": res["count"],
                "loss": res["loss"], "top1": res["top1"], "top2": res["top2"], "top3": res["top3"],
-               "per_class": dict(zip(classes, per_class, strict=True)), "tta": tta}
+               "per_class": dict(zip(classes, per_class, strict=True)), "tta": tta, "tta_margin": tta_margin}
     write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     plots.confusion(res["confusion"], classes, out_dir / "confusion.png", title=f"confusion matrix ({split})")
     plots.per_class(per_class, classes, out_dir / "per_class.png")
@@ -116,10 +118,10 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
     return metrics
 
 
-def _eval_dir(checkpoint: str | Path, split: str, tta: str) -> Path:
-    """eval-<split>[-tta-<mode>] inside the run (the checkpoint's folder), so that evaluations of different splits
-    or modes never overwrite each other and nothing is written outside the run."""
-    name = f"eval-{split}" + (f"-tta-{tta}" if tta != "none" else "")
+def _eval_dir(checkpoint: str | Path, split: str, tta: str, margin: float = 0.0) -> Path:
+    """eval-<split>[-tta-<mode>[-margin-<m>]] inside the run (the checkpoint's folder), so that evaluations of
+    different splits or modes never overwrite each other and nothing is written outside the run."""
+    name = f"eval-{split}" + (f"-tta-{tta}" if tta != "none" else "") + (f"-margin-{margin:g}" if margin else "")
     if is_hub(checkpoint):
         return Path.cwd() / name
     path = Path(checkpoint).resolve()

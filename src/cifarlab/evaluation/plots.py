@@ -39,9 +39,12 @@ def curves(runs: dict[str, list[dict]], path: Path) -> Path:
         mark = {"marker": "o", "ms": 3}  # a one-epoch run is a single point, invisible as a bare line
         ax_loss.plot(ep, [h["train_loss"] for h in hist], color=color, label=f"{label}train", **mark)
         ax_acc.plot(ep, [100 * h["train_top1"] for h in hist], color=color, label=f"{label}train", **mark)
-        if hist and "val_loss" in hist[0]:
-            ax_loss.plot(ep, [h["val_loss"] for h in hist], color=color, ls="--", label=f"{label}val", **mark)
-            ax_acc.plot(ep, [100 * h["val_top1"] for h in hist], color=color, ls="--", label=f"{label}val", **mark)
+        scored = [h for h in hist if "val_loss" in h]  # with val_every, only some epochs have a val pass
+        if scored:
+            vep = [h["epoch"] for h in scored]
+            ax_loss.plot(vep, [h["val_loss"] for h in scored], color=color, ls="--", label=f"{label}val", **mark)
+            ax_acc.plot(vep, [100 * h["val_top1"] for h in scored], color=color, ls="--", label=f"{label}val",
+                        **mark)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):

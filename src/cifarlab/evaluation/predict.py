@@ -19,6 +19,7 @@ from ..data.formats import IMAGE_SUFFIXES
 from ..errors import CifarlabError
 from ..files import atomic_write, make_dir
 from ..training.engine import evaluate_model
+from ..training.engine import tta_margin as _margin
 from ..training.engine import tta_mode as _tta
 from .evaluate import inference_loader, load_for_inference
 
@@ -64,7 +65,7 @@ def load_inputs(paths: list[str | Path]) -> ImageSet:
 def predict(checkpoint: str | Path, inputs: str | Path | list, out: str | Path | None = "submission.csv", *,
             tta: str | bool = "none", label_names: bool = False, topk: int = 1, force: bool = False,
             batch_size: int = 500, device: str = "auto", model: str | None = None, mean: list[float] | None = None,
-            std: list[float] | None = None) -> dict[str, Any]:
+            std: list[float] | None = None, tta_margin: float = 0.0) -> dict[str, Any]:
     """Predict a class for every input image; with `out`, write ``ID,Labels`` rows there (a Kaggle submission).
 
     `checkpoint` is a cifarlab checkpoint or run directory, an exported ``.safetensors`` or ``.onnx`` file,
@@ -75,6 +76,7 @@ def predict(checkpoint: str | Path, inputs: str | Path | list, out: str | Path |
     """
     if not isinstance(topk, int) or isinstance(topk, bool) or topk < 1:
         raise CifarlabError(f"topk must be a whole number >= 1, got {topk!r}")
+    tta, tta_margin = _tta(tta), _margin(tta_margin)
     if out is not None and Path(out).is_dir():
         raise CifarlabError(f"{out} is a directory; --out names the CSV file to write")
     if out is not None and Path(out).exists() and not force:
@@ -84,7 +86,8 @@ def predict(checkpoint: str | Path, inputs: str | Path | list, out: str | Path |
     loader = inference_loader(data, ckpt, batch_size, dev)
     if ckpt["num_classes"] is None:  # an ONNX file without class names: its output width
         ckpt["num_classes"] = int(net(next(iter(loader))[0][:1]).shape[1])
-    probs = evaluate_model(net, loader, ckpt["num_classes"], tta=_tta(tta), return_outputs=True,
+    probs = evaluate_model(net, loader, ckpt["num_classes"], tta=tta, tta_margin=tta_margin,
+                           return_outputs=True,
                            precision=ckpt.get("config", {}).get("precision", "auto"), progress=True)["probs"]
     pred = probs.argmax(1).tolist()
     classes = ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])]

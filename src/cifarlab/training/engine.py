@@ -100,6 +100,13 @@ def tta_mode(tta: str | bool) -> str:
     return mode
 
 
+def tta_margin(margin: float) -> float:
+    """Selective TTA's margin, checked: a number in [0, 1] (0 = every image gets the views)."""
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin <= 1:
+        raise CifarlabError(f"tta_margin must be a number in [0, 1], got {margin!r}")
+    return float(margin)
+
+
 # The views of each test-time augmentation mode: (one-pixel diagonal shift, mirrored, weight). "flip_translate"
 # gives the plain image and its mirror half the weight, and the images shifted one pixel up-left and down-right
 # (border reflected), each with its mirror, the other half. config's `tta` is checked against this table.
@@ -111,11 +118,31 @@ TTA_VIEWS = {
 }
 
 
-def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
-    """The weighted mean of the model's logits over the views of ``TTA_VIEWS[tta]``."""
+def tta_logits(model: nn.Module, x: torch.Tensor, tta: str, margin: float = 0.0) -> torch.Tensor:
+    """The weighted mean of the model's logits over the views of ``TTA_VIEWS[tta]``.
+
+    Selective TTA (``margin`` > 0): the plain view is scored first, and only the images whose top-1 softmax
+    probability exceeds the runner-up's by less than ``margin`` get the other views; a sure image keeps its
+    plain logits. ``margin`` 0 gives every image every view."""
+    views = TTA_VIEWS[tta]
+    if margin <= 0 or len(views) == 1:
+        return _views_logits(model, x, views)
+    plain = model(x).float()
+    top2 = plain.softmax(1).topk(min(2, plain.shape[1]), dim=1).values
+    unsure = (top2[:, 0] - top2[:, -1] < margin).nonzero().squeeze(1)
+    if len(unsure):
+        # the plain view is already scored: weight it in, and run only the others on the unsure images
+        rest = tuple(v for v in views if v[:2] != (0, False))
+        weight = sum(w for d, m, w in views if (d, m) == (0, False))
+        mixed = weight * plain[unsure] + _views_logits(model, x[unsure], rest)
+        plain = plain.index_copy(0, unsure, mixed)
+    return plain
+
+
+def _views_logits(model: nn.Module, x: torch.Tensor, views: tuple) -> torch.Tensor:
     n = len(x)
     total = 0.0
-    for d, mirrored, weight in TTA_VIEWS[tta]:
+    for d, mirrored, weight in views:
         v = shift(x, torch.full((n,), d), torch.full((n,), d), mode="reflect") if d else x
         total = total + weight * model(v.flip(3) if mirrored else v).float()
     return total
@@ -123,19 +150,25 @@ def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, loader: BatchLoader, num_classes: int, *, tta: str = "none",
-                   return_outputs: bool = False, progress: bool = False, precision: str = "auto") -> dict:
+                   return_outputs: bool = False, progress: bool = False, precision: str = "auto",
+                   tta_margin: float = 0.0) -> dict:
     """Loss, top-1/2/3 and the confusion matrix over every batch; optionally the softmax outputs.
-    `tta` is none | flip | flip_translate."""
+    `tta` is none | flip | flip_translate; with `tta_margin` > 0 only unsure images get the views
+    (:func:`tta_logits`)."""
     model.eval()
     device = loader.device
     loss_sum, n = 0.0, 0
     hits = [0, 0, 0]
+    unsure = 0  # images a selective TTA at `tta_margin` would send through every view (counted on plain passes)
     conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
     outputs = []
     with progress_bar(len(loader), "eval", progress) as bar:
         for x, y in loader.epoch(0):
             with autocast(device, precision):
-                logits = tta_logits(model, x, tta)
+                logits = tta_logits(model, x, tta, tta_margin)
+            if tta == "none" and tta_margin > 0 and logits.shape[1] > 1:
+                top2 = logits.float().softmax(1).topk(2, dim=1).values
+                unsure += int((top2[:, 0] - top2[:, 1] < tta_margin).sum())
             labeled = y >= 0
             if labeled.any():
                 yl, ll = y[labeled], logits[labeled]
@@ -149,6 +182,8 @@ def evaluate_model(model: nn.Module, loader: BatchLoader, num_classes: int, *, t
             bar.update(1)
     result = {"loss": loss_sum / max(1, n), "top1": hits[0] / max(1, n), "top2": hits[1] / max(1, n),
               "top3": hits[2] / max(1, n), "count": n, "confusion": conf}
+    if tta == "none" and tta_margin > 0:
+        result["unsure"] = unsure / max(1, len(loader.labels))
     if return_outputs:
         result["probs"] = torch.cat(outputs) if outputs else torch.empty(0, num_classes)
     return result

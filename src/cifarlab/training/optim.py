@@ -35,7 +35,7 @@ OPTIMIZERS: dict[str, Callable[[list[dict], Config], torch.optim.Optimizer]] = {
     "adam": lambda groups, cfg: torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas)),
     "adamw": lambda groups, cfg: torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas)),
     "muon": lambda groups, cfg: MuonSGD(groups, lr=cfg.lr, momentum=cfg.momentum, muon_lr_ratio=cfg.muon_lr_ratio,
-                                        muon_momentum=cfg.muon_momentum),
+                                        muon_momentum=cfg.muon_momentum, batched=cfg.muon_batched),
 }
 
 
@@ -55,35 +55,40 @@ def group_scales(optimizer: torch.optim.Optimizer) -> list[float]:
 
 
 def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
-    """Approximately replace g (2-D) by U V^T from its SVD, with a quintic Newton-Schulz iteration whose
-    coefficients push all singular values towards 1 quickly (Muon's choice)."""
+    """Approximately replace g (a matrix, or a stack of same-shaped matrices) by U V^T from its SVD, with a quintic
+    Newton-Schulz iteration whose coefficients push all singular values towards 1 quickly (Muon's choice).
+    A stack is iterated in one batched call; each matrix is scaled by its own norm, so the result equals
+    orthogonalizing them one by one."""
     a, b, c = 3.4445, -4.7750, 2.0315
-    x = g / (g.norm() + 1e-7)
-    transposed = x.shape[0] > x.shape[1]
+    x = g / (g.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    transposed = x.shape[-2] > x.shape[-1]
     if transposed:
-        x = x.T
+        x = x.mT
     for _ in range(steps):
-        s = x @ x.T
+        s = x @ x.mT
         x = a * x + (b * s + c * s @ s) @ x
-    return x.T if transposed else x
+    return x.mT if transposed else x
 
 
 class MuonSGD(torch.optim.Optimizer):
     """Muon on groups marked `muon` (conv filters, flattened to out x in*k*k), Nesterov SGD elsewhere.
 
-    Muon's learning rate is `lr * muon_lr_ratio`; its step size does not depend on the gradient's scale."""
+    Muon's learning rate is `lr * muon_lr_ratio`; its step size does not depend on the gradient's scale.
+    With `batched`, the filters of one shape are orthogonalized together in one Newton-Schulz call."""
 
     def __init__(self, params, lr: float, momentum: float = 0.9, muon_lr_ratio: float = 1.0,
-                 muon_momentum: float = 0.6):
+                 muon_momentum: float = 0.6, batched: bool = True):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=0.0, muon=False))
         self.muon_lr_ratio = muon_lr_ratio
         self.muon_momentum = muon_momentum
+        self.batched = batched
 
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
             muon = group["muon"]
             mom = self.muon_momentum if muon else group["momentum"]
+            pending: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -99,9 +104,16 @@ class MuonSGD(torch.optim.Optimizer):
                 update = g.add(buf, alpha=mom)  # Nesterov
                 if muon:
                     flat = update.reshape(len(update), -1)
-                    update = orthogonalize(flat).reshape(p.shape) * max(1.0, flat.shape[0] / flat.shape[1]) ** 0.5
-                    if group["weight_decay"]:
-                        p.mul_(1 - group["lr"] * self.muon_lr_ratio * group["weight_decay"])
-                    p.add_(update, alpha=-group["lr"] * self.muon_lr_ratio)
+                    pending.setdefault(tuple(flat.shape), []).append((p, flat))
                 else:
                     p.add_(update, alpha=-group["lr"])
+            for shape, items in pending.items():
+                if self.batched:
+                    done = orthogonalize(torch.stack([flat for _, flat in items])).unbind(0)
+                else:
+                    done = [orthogonalize(flat) for _, flat in items]
+                gain = max(1.0, shape[0] / shape[1]) ** 0.5
+                for (p, _), ortho in zip(items, done, strict=True):
+                    if group["weight_decay"]:
+                        p.mul_(1 - group["lr"] * self.muon_lr_ratio * group["weight_decay"])
+                    p.add_(ortho.reshape(p.shape) * gain, alpha=-group["lr"] * self.muon_lr_ratio)

@@ -61,15 +61,18 @@ class TrainState:
 
     _SAVED = ("epoch", "step", "best", "best_epoch", "bad_epochs", "elapsed", "partial", "history")
 
-    def record_epoch(self, row: dict[str, Any]) -> bool:
+    def record_epoch(self, row: dict[str, Any], scored: bool = True) -> bool:
         """Add a completed epoch's row; returns whether it is the best so far. Without a validation split the
-        lowest training loss wins (recorded as its negative under the configured metric's direction)."""
-        value = row.get(self.metric, -row["train_loss"])
-        improved = improves(self.metric if self.metric in row else "val_top1", value, self.best)
-        if improved:
-            self.best, self.best_epoch, self.bad_epochs = value, row["epoch"], 0
-        else:
-            self.bad_epochs += 1
+        lowest training loss wins (recorded as its negative under the configured metric's direction). An epoch
+        not `scored` (no val pass after it, with `val_every`) is neither a new best nor a bad epoch."""
+        improved = False
+        if scored:
+            value = row.get(self.metric, -row["train_loss"])
+            improved = improves(self.metric if self.metric in row else "val_top1", value, self.best)
+            if improved:
+                self.best, self.best_epoch, self.bad_epochs = value, row["epoch"], 0
+            else:
+                self.bad_epochs += 1
         self.epoch = row["epoch"]
         self.elapsed = row["elapsed"]
         self.partial = None

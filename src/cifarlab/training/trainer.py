@@ -109,6 +109,7 @@ class Trainer:
         self._agreed_stop = 0.0  # distributed: the stop code agreed at the last step
         self.last_eval: dict[str, Any] = {}  # the latest validation pass (confusion, probabilities)
         self._lock: RunLock | None = None  # rank 0's hold on the run directory
+        self._ends_here = False  # the epoch just trained is the run's last
 
     @property
     def resuming(self) -> bool:
@@ -195,7 +196,8 @@ class Trainer:
         if self.resume is not None:
             self._restore(self.resume, device)
         self.steps_per_epoch = len(self.parts.train_loader)
-        self.clock = Clock(cfg.time_budget, cfg.epochs * self.steps_per_epoch, self.state.elapsed, dist.enabled)
+        self.clock = Clock(cfg.time_budget, cfg.epochs * self.steps_per_epoch, self.state.elapsed, dist.enabled,
+                           setup=time.perf_counter() - self.parts.started)
         self.epoch_state = EpochState(self.state.epoch)
         self.callbacks = CallbackList(self._callbacks(), dist.main)
         log.info("model %s: %s parameters; %d steps/epoch of %d images on %s", cfg.model,
@@ -236,12 +238,15 @@ class Trainer:
             self.callbacks.call("on_epoch_start", self, epoch)
             self.parts.rewrap_if_needed(self.cfg, self.dist, self.device)
             row = self._train_epoch(epoch)
-            improved = self.state.record_epoch(row)
+            scored = "val_loss" in row or self.parts.val_loader is None  # an epoch without a val pass is not ranked
+            improved = self.state.record_epoch(row, scored=scored)
             log.info(_epoch_line(row, 0 if self.clock.budget_s else self.cfg.epochs, improved))
             self.callbacks.call("on_epoch_end", self, row)
             if self.state.should_stop():
                 log.info("early stop: no better %s for %d epochs (best %.4f at epoch %d)", self.cfg.best_metric,
                          self.state.bad_epochs, self.state.best, self.state.best_epoch)
+                break
+            if self._ends_here:  # the budget ran out in this epoch (decided with every rank before its val pass)
                 break
             epoch += 1
 
@@ -279,19 +284,46 @@ class Trainer:
             loss_sum, correct, seen = dist.sum([es.loss_sum, es.correct, es.seen])
             stats.update(train_loss=loss_sum / max(1, seen), train_top1=correct / max(1, seen), images=int(seen))
         row = {"type": "epoch", "epoch": es.epoch + 1, **stats, "lr": es.steps[-1]["lr"] if es.steps else 0.0}
-        if p.val_loader is not None and dist.main:  # rank 0 evaluates the weights it saves; the others wait
-            eval_start = time.perf_counter()
-            ev = evaluate_model(p.evaluated(), p.val_loader, p.num_classes, precision=cfg.precision,
-                                return_outputs=self.reporter is not None)
-            row.update({f"val_{k}": ev[k] for k in ("loss", "top1", "top2", "top3")})
-            row["eval_time"] = time.perf_counter() - eval_start
-            self.last_eval = ev
+        # the last epoch: planned, or the one the budget ran out in (every rank agrees, so all end together)
+        self._ends_here = bool(dist.any(int(self.clock.past_budget()))) if self.clock.budget_s else (
+            es.epoch + 1 >= cfg.epochs)
+        if p.val_loader is not None and dist.main and self._validate_after(es.epoch):
+            self._validate(row)  # rank 0 evaluates the weights it saves; the others wait
         row["elapsed"] = self.clock.elapsed()
         row = dist.broadcast(row)  # every rank takes the same best/plateau/early-stop decisions
-        # the final evaluation: one plain pass, then one per TTA view
-        self.clock.keep_for_evaluation(row.get("eval_time", 0.0),
-                                       1 + (len(TTA_VIEWS[cfg.tta]) if cfg.tta != "none" else 0))
+        self._keep_time_for_evaluation(row)
         return row
+
+    def _validate_after(self, epoch: int) -> bool:
+        """`val_every`: a val pass after every k-th epoch (0 = none), and always after the last."""
+        every = self.cfg.val_every
+        return self._ends_here or (every > 0 and (epoch + 1) % every == 0)
+
+    def _validate(self, row: dict[str, Any]) -> None:
+        """One plain pass over the validation split: its figures go into `row`."""
+        cfg, p = self.cfg, self.parts
+        eval_start = time.perf_counter()
+        ev = evaluate_model(p.evaluated(), p.val_loader, p.num_classes, precision=cfg.precision,
+                            return_outputs=self.reporter is not None, tta_margin=cfg.tta_margin)
+        row.update({f"val_{k}": ev[k] for k in ("loss", "top1", "top2", "top3")})
+        row["eval_time"] = time.perf_counter() - eval_start
+        if "unsure" in ev:
+            row["val_unsure"] = ev["unsure"]
+        self.last_eval = ev
+
+    def _keep_time_for_evaluation(self, row: dict[str, Any]) -> None:
+        """Under a budget, keep back the final evaluation's time: a plain pass, then the TTA views (only on the
+        unsure share of the images with `tta_margin`). Before any val pass was timed, a pass is estimated as a
+        third of the time training took per image (a forward pass is about a third of a step)."""
+        cfg, p = self.cfg, self.parts
+        if not self.clock.budget_s or p.val_loader is None:
+            return
+        seconds = row.get("eval_time")
+        if seconds is None:
+            seconds = row["train_time"] / max(1, row["images"]) * len(p.val_loader.labels) / 3
+        views = len(TTA_VIEWS[cfg.tta]) - 1 if cfg.tta != "none" else 0
+        share = row.get("val_unsure", 1.0) if cfg.tta_margin > 0 else 1.0
+        self.clock.keep_for_evaluation(seconds, 1 + (1 + views * share if views else 0))
 
     # --- one step --------------------------------------------------------------------------------------------
     def lrs(self, step: int) -> list[float]:
@@ -352,11 +384,17 @@ class Trainer:
         if not self.dist.main:
             self.callbacks.call("on_fit_end", self, {})
             return RunResult(self.run_dir, {}, st.history)
+        if p.val_loader is not None and st.history and "val_loss" not in st.history[-1]:
+            self._validate(st.history[-1])  # a run that ended on an epoch without a val pass (val_every)
+            log.info("final weights: val top1 %.2f%%", 100 * st.history[-1]["val_top1"])
         final_tta = None
         if cfg.tta != "none" and p.val_loader is not None and st.history:
-            ev = evaluate_model(p.evaluated(), p.val_loader, p.num_classes, tta=cfg.tta, precision=cfg.precision)
+            ev = evaluate_model(p.evaluated(), p.val_loader, p.num_classes, tta=cfg.tta, precision=cfg.precision,
+                                tta_margin=cfg.tta_margin)
             final_tta = {f"val_{k}": ev[k] for k in ("loss", "top1", "top2", "top3")}
-            log.info("final weights with %s test-time augmentation: val top1 %.2f%%", cfg.tta, 100 * ev["top1"])
+            only = f" (only images with a top-1 margin under {cfg.tta_margin:g})" if cfg.tta_margin > 0 else ""
+            log.info("final weights with %s test-time augmentation%s: val top1 %.2f%%", cfg.tta, only,
+                     100 * ev["top1"])
         last = st.history[-1] if st.history else {}
         best_row = next((h for h in st.history if h["epoch"] == st.best_epoch), last)
         # without a validation split the lowest training loss chose best.pt: say so under its own name

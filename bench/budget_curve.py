@@ -1,0 +1,114 @@
+"""Val top-1 (with TTA) against wall-clock budget: one `cifarlab train --time-budget M` run per recipe and budget.
+
+    python bench/budget_curve.py fast94 fast95 --minutes 2 5 10 20 40 --out runs/budget
+    python bench/budget_curve.py fast94 --minutes 5 --seeds 0 1 2 -- --val-every 0 --tta-margin 0.3
+
+Arguments after `--` are passed to every run as config overrides. Each run is its own `cifarlab train` process,
+so the wall time printed is the whole command's (start-up, reading the data, training, final evaluation), set
+beside the budget it was given. Writes OUT/budget_curve.json, OUT/budget_curve.md (the table, for BENCHMARKS.md
+and the README) and OUT/budget_curve.png (one line per recipe); runs already in OUT are read, not run again.
+Time nothing else on the machine meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine  # noqa: E402
+
+
+def run_one(recipe: str, minutes: float, seed: int, data: str, run_dir: Path, extra: list[str]) -> dict:
+    summary = run_dir / "summary.json"
+    if not summary.is_file():
+        cmd = [sys.executable, "-m", "cifarlab", "train", "--recipe", recipe, "--data", data, "--seed", str(seed),
+               "--time-budget", str(minutes), "--out", str(run_dir), "--progress", "false", "--no-report", *extra]
+        start = time.perf_counter()
+        with open(run_dir.with_suffix(".log"), "w") as log:
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+        if rc != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed with exit {rc}; see {run_dir.with_suffix('.log')}")
+        (run_dir / "command_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+    s = json.loads(summary.read_text())
+    command = run_dir / "command_seconds.txt"
+    return {"recipe": recipe, "minutes": minutes, "seed": seed, "epochs": s["epochs_run"],
+            "val_top1": s["final"].get("val_top1"), "val_top1_tta": (s.get("final_tta") or {}).get("val_top1"),
+            "run_seconds": s["wall_seconds"],
+            "command_seconds": float(command.read_text()) if command.is_file() else None}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| recipe | budget (min) | seeds | epochs | val top-1 | with TTA | run wall (s) | vs budget |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for (recipe, minutes), group in _groups(rows).items():
+        tta = [r["val_top1_tta"] for r in group if r["val_top1_tta"] is not None]
+        wall = max(r["run_seconds"] for r in group)
+        lines.append(f"| {recipe} | {minutes:g} | {len(group)} | {statistics.mean(r['epochs'] for r in group):.1f} | "
+                     f"{100 * statistics.mean(r['val_top1'] for r in group):.2f}% | "
+                     + (f"{100 * statistics.mean(tta):.2f}%" if tta else "n/a")
+                     + f" | {wall:.0f} | {100 * (wall / (60 * minutes) - 1):+.1f}% |")
+    return "\n".join(lines)
+
+
+def _groups(rows: list[dict]) -> dict[tuple[str, float], list[dict]]:
+    out: dict[tuple[str, float], list[dict]] = {}
+    for r in rows:
+        out.setdefault((r["recipe"], r["minutes"]), []).append(r)
+    return out
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for recipe in dict.fromkeys(r["recipe"] for r in rows):
+        points = sorted((m, statistics.mean(100 * (r["val_top1_tta"] or r["val_top1"]) for r in g))
+                        for (name, m), g in _groups(rows).items() if name == recipe)
+        ax.plot([m for m, _ in points], [a for _, a in points], marker="o", label=recipe)
+    ax.set(xscale="log", xlabel="wall-clock budget (minutes)", ylabel="val top-1 with TTA (%)",
+           title="best model per budget")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("recipes", nargs="+")
+    p.add_argument("--minutes", type=float, nargs="+", default=[2, 5, 10, 20, 40])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--data", default="../shared/data/cifar10-train-jpg.tar.gz")
+    p.add_argument("--out", default="runs/budget")
+    args, extra = p.parse_known_args()
+    extra = [x for x in extra if x != "--"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {machine()}", flush=True)
+    rows = []
+    for recipe in args.recipes:
+        for minutes in args.minutes:
+            for seed in args.seeds:
+                run_dir = out / f"{Path(recipe).stem}-{minutes:g}min-s{seed}"
+                row = run_one(recipe, minutes, seed, args.data, run_dir, extra)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    (out / "budget_curve.json").write_text(json.dumps(rows, indent=2))
+    md = table(rows)
+    (out / "budget_curve.md").write_text(md + "\n")
+    plot(rows, out / "budget_curve.png")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

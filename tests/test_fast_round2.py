@@ -1,0 +1,167 @@
+"""Issue 13's options: selective TTA's margin rule, validation only where asked (val_every), batched Muon."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import cifarlab
+from cifarlab.config import make_config
+from cifarlab.errors import CifarlabError
+from cifarlab.models import create_model
+from cifarlab.training.engine import TTA_VIEWS, tta_logits
+from cifarlab.training.optim import MuonSGD, orthogonalize, param_groups
+from datagen import make_cifar10_python
+
+
+class _Fixed(torch.nn.Module):
+    """A 'model' whose logits for image i are row i of a table, whatever view of it it sees: sure and unsure
+    images by construction. A flipped or shifted view adds `shift` to every logit's first class."""
+
+    def __init__(self, table: torch.Tensor, shift: float = 0.0):
+        super().__init__()
+        self.table, self.shift = table, shift
+        self.seen: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids = x[:, 0, 0, 0].round().long()  # each image carries its index in one pixel (views keep it there)
+        self.seen.append(len(x))
+        out = self.table[ids].clone()
+        out[:, 0] += self.shift * (x[:, 1, 0, 0] != 0).float()  # channel 1's corner marks a moved view
+        return out
+
+
+def _images(n: int) -> torch.Tensor:
+    x = torch.zeros(n, 3, 8, 8)
+    x[:, 0] = torch.arange(n, dtype=torch.float32).view(n, 1, 1)  # constant per image: shifts and flips keep it
+    x[:, 1, :, 4:] = 1.0  # a right half that a flip or a one-pixel shift moves into the corner... or not
+    return x
+
+
+def test_selective_tta_applies_the_views_only_below_the_margin():
+    # softmax margins: image 0 ~1.0 (sure), image 1 ~0.0 (unsure), image 2 ~0.46
+    table = torch.tensor([[10.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+    x = _images(3)
+    model = _Fixed(table, shift=1.0)
+    full = tta_logits(model, x, "flip_translate")
+    plain = model(x)
+    for margin, unsure in ((0.3, [1]), (0.5, [1, 2]), (1.0, [0, 1, 2])):
+        model.seen.clear()
+        out = tta_logits(model, x, "flip_translate", margin)
+        for i in range(3):
+            expected = full[i] if i in unsure else plain[i]
+            assert torch.allclose(out[i], expected), (margin, i)
+        # one plain pass over all images, then the five other views over the unsure ones only
+        assert model.seen == [3] + [len(unsure)] * (len(TTA_VIEWS["flip_translate"]) - 1)
+    assert torch.equal(tta_logits(model, x, "flip_translate", 0.0), full)  # 0: every image, every view
+
+
+def test_selective_tta_on_a_real_net_equals_full_tta_for_the_unsure_images():
+    torch.manual_seed(0)
+    m = create_model("resnet_small").eval()
+    x = torch.randn(16, 3, 32, 32)
+    with torch.no_grad():
+        plain, full = m(x), tta_logits(m, x, "flip")
+        margin_of = plain.softmax(1).topk(2, dim=1).values
+        margin_of = margin_of[:, 0] - margin_of[:, 1]
+        cut = float(margin_of.median())
+        out = tta_logits(m, x, "flip", cut)
+    unsure = margin_of < cut
+    assert 0 < int(unsure.sum()) < 16
+    assert torch.allclose(out[unsure], full[unsure], atol=1e-5)
+    assert torch.equal(out[~unsure], plain[~unsure])
+
+
+def test_tta_margin_is_checked_everywhere(tmp_path):
+    with pytest.raises(CifarlabError, match="tta_margin"):
+        make_config(tta_margin=1.5)
+    with pytest.raises(CifarlabError, match="tta_margin"):
+        make_config(tta_margin=float("nan"))
+    with pytest.raises(CifarlabError, match="tta_margin"):
+        cifarlab.evaluate(tmp_path / "missing.pt", tta="flip", tta_margin=-0.1)
+    with pytest.raises(CifarlabError, match="tta_margin"):
+        cifarlab.predict(tmp_path / "missing.pt", tmp_path, tta="flip", tta_margin=2)
+
+
+def _rows(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["type"] == "epoch"]
+
+
+@pytest.mark.parametrize(("every", "validated"), [(0, [4]), (2, [2, 4]), (3, [3, 4]), (1, [1, 2, 3, 4])])
+def test_val_every_validates_every_kth_epoch_and_always_the_last(tmp_path, every, validated):
+    make_cifar10_python(tmp_path, per_batch=20, test=10)
+    res = cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=4, batch_size=25, val_every=every,
+                         out=str(tmp_path / "r"), progress=False, report=False)
+    rows = _rows(res.run_dir)
+    assert [r["epoch"] for r in rows if "val_top1" in r] == validated
+    # best.pt is chosen among the validated epochs only; the summary's final figures have the last val pass
+    assert res.summary["best_epoch"] in validated
+    assert "val_top1" in res.summary["final"]
+    ckpt = torch.load(res.run_dir / "best.pt", weights_only=True)
+    assert ckpt["epoch"] == res.summary["best_epoch"]
+
+
+def test_val_every_zero_with_a_budget_validates_the_epoch_the_budget_ends_in(tmp_path):
+    make_cifar10_python(tmp_path, per_batch=100, test=10)
+    res = cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=2, batch_size=25, val_every=0,
+                         time_budget=4 / 60, tta="flip", tta_margin=0.5, out=str(tmp_path / "r"), progress=False,
+                         report=False)
+    rows = _rows(res.run_dir)
+    assert "val_top1" in rows[-1] and not any("val_top1" in r for r in rows[:-1])
+    assert 0 <= rows[-1]["val_unsure"] <= 1  # the share the final selective TTA will send through the views
+    assert res.summary["final_tta"] is not None
+
+
+def test_early_stopping_counts_only_validated_epochs(tmp_path):
+    make_cifar10_python(tmp_path, per_batch=20, test=10)
+    res = cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=12, batch_size=25, val_every=3,
+                         early_stop_patience=1, out=str(tmp_path / "r"), progress=False, report=False)
+    # epoch 3 is the first best; the run can stop only at a later validated epoch that is no better (patience 1):
+    # epochs 4 and 5, never validated, are not "bad" epochs
+    assert res.summary["epochs_run"] in (6, 9, 12)
+
+
+def test_batched_orthogonalization_equals_the_per_filter_one():
+    torch.manual_seed(0)
+    stack = torch.randn(4, 64, 288) * torch.tensor([0.01, 1.0, 30.0, 5.0]).view(4, 1, 1)
+    batched = orthogonalize(stack)
+    for i in range(4):
+        assert torch.allclose(batched[i], orthogonalize(stack[i]), atol=1e-5)
+    tall = torch.randn(3, 300, 40)  # transposed inside, both ways
+    assert torch.allclose(orthogonalize(tall)[1], orthogonalize(tall[1]), atol=1e-5)
+
+
+def test_batched_muon_steps_like_the_per_filter_one():
+    torch.manual_seed(0)
+    nets = [create_model("fast94"), create_model("fast94")]
+    nets[1].load_state_dict(nets[0].state_dict())
+    cfg = make_config("fast94", optimizer="muon")
+    opts = [MuonSGD(param_groups(n, cfg), lr=0.05, momentum=0.9, batched=b)
+            for n, b in zip(nets, (False, True), strict=True)]
+    x = torch.randn(8, 3, 32, 32)
+    for _ in range(2):
+        for net, opt in zip(nets, opts, strict=True):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_a_budget_alone_chooses_the_recipe_measured_best_for_it(capsys, tmp_path):
+    from cifarlab.config import BUDGET_RECIPES, recipe_for_budget
+
+    assert make_config(time_budget=5).recipe == recipe_for_budget(5) == BUDGET_RECIPES[0][1]
+    assert make_config(time_budget=1e6).recipe == BUDGET_RECIPES[-1][1]
+    assert make_config(time_budget=5, model="resnet_small").recipe == ""  # a model given: no recipe chosen
+    assert make_config("seed001_small", time_budget=5).recipe == "seed001_small"
+    from cifarlab.cli import main
+
+    assert main(["train", "--time-budget", "7", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert f"recipe: {recipe_for_budget(7)}" in printed and "time_budget: 7" in printed
+    assert main(["train", "--data", str(tmp_path)]) == 2
+    assert "--time-budget" in capsys.readouterr().err
