@@ -165,3 +165,17 @@ def test_a_budget_alone_chooses_the_recipe_measured_best_for_it(capsys, tmp_path
     assert f"recipe: {recipe_for_budget(7)}" in printed and "time_budget: 7" in printed
     assert main(["train", "--data", str(tmp_path)]) == 2
     assert "--time-budget" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("d", [-2, -1, 1, 2])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_tta_moves_views_as_shift_does_and_keeps_the_memory_format(d, channels_last):
+    from cifarlab.data.augment import shift
+    from cifarlab.training.engine import _moved
+
+    x = torch.randn(3, 3, 8, 8)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    moved = _moved(x, d)
+    assert torch.equal(moved, shift(x, torch.full((3,), d), torch.full((3,), d), mode="reflect"))
+    assert moved.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
