@@ -73,7 +73,8 @@ class Config:
     bias_lr_scale: float = 1.0  # LR multiplier for biases and BN shifts (their weight decay is divided by it)
     muon_lr_ratio: float = 1.0  # optimizer muon: the conv filters' LR is lr * muon_lr_ratio
     muon_momentum: float = 0.6  # optimizer muon: Nesterov momentum of the Muon update
-    muon_batched: bool = True  # optimizer muon: orthogonalize all filters of one shape in one batched call
+    muon_batched: bool = False  # optimizer muon: orthogonalize all filters of one shape in one batched call
+    #                            (13% slower than one by one on a 2-core CPU: BENCHMARKS.md)
     ema_decay: float = 0.0  # per-step decay of a weight average that is evaluated and saved (0 = off)
     ema_every: int = 5  # steps between weight-average updates
     lookahead: bool = False  # after each average update, reset the live weights to the average

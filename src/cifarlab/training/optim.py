@@ -77,7 +77,7 @@ class MuonSGD(torch.optim.Optimizer):
     With `batched`, the filters of one shape are orthogonalized together in one Newton-Schulz call."""
 
     def __init__(self, params, lr: float, momentum: float = 0.9, muon_lr_ratio: float = 1.0,
-                 muon_momentum: float = 0.6, batched: bool = True):
+                 muon_momentum: float = 0.6, batched: bool = False):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=0.0, muon=False))
         self.muon_lr_ratio = muon_lr_ratio
         self.muon_momentum = muon_momentum
