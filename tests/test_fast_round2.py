@@ -179,3 +179,24 @@ def test_tta_moves_views_as_shift_does_and_keeps_the_memory_format(d, channels_l
     moved = _moved(x, d)
     assert torch.equal(moved, shift(x, torch.full((3,), d), torch.full((3,), d), mode="reflect"))
     assert moved.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def test_newton_schulz_steps_and_bf16_arithmetic():
+    torch.manual_seed(0)
+    g = torch.randn(32, 96)
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g / (g.norm() + 1e-7)
+    for _ in range(3):  # three iterations by hand
+        s = x @ x.T
+        x = a * x + (b * s + c * s @ s) @ x
+    assert torch.allclose(orthogonalize(g, steps=3), x, atol=1e-6)
+    half = orthogonalize(g, steps=3, dtype=torch.bfloat16)
+    assert half.dtype == torch.float32 and torch.allclose(half, x, atol=0.05)
+    cfg = make_config(optimizer="muon", muon_ns_steps=3, muon_ns_precision="bf16")
+    from cifarlab.training.optim import make_optimizer
+
+    opt = make_optimizer(create_model("fast94"), cfg)
+    assert opt.ns == {"steps": 3, "dtype": torch.bfloat16}
+    for bad in ({"muon_ns_steps": 0}, {"muon_ns_precision": "fp16"}):
+        with pytest.raises(CifarlabError, match="muon_ns"):
+            make_config(optimizer="muon", **bad)

@@ -73,6 +73,8 @@ class Config:
     bias_lr_scale: float = 1.0  # LR multiplier for biases and BN shifts (their weight decay is divided by it)
     muon_lr_ratio: float = 1.0  # optimizer muon: the conv filters' LR is lr * muon_lr_ratio
     muon_momentum: float = 0.6  # optimizer muon: Nesterov momentum of the Muon update
+    muon_ns_steps: int = 5  # optimizer muon: Newton-Schulz iterations per update (airbench94_muon uses 3)
+    muon_ns_precision: str = "fp32"  # optimizer muon: fp32 | bf16 arithmetic of the Newton-Schulz iteration
     muon_batched: bool = False  # optimizer muon: orthogonalize all filters of one shape in one batched call
     #                            (13% slower than one by one on a 2-core CPU: BENCHMARKS.md)
     ema_decay: float = 0.0  # per-step decay of a weight average that is evaluated and saved (0 = off)
@@ -185,6 +187,7 @@ def _coerce(name: str, value: Any) -> Any:
 # are checked against that table (cifarlab.training.setup.VOCABULARIES).
 _CHOICES = {
     "precision": ("auto", "fp32", "bf16"),
+    "muon_ns_precision": ("fp32", "bf16"),
     "schedule_interval": ("step", "epoch"),
     "cyclic_mode": ("triangular", "triangular2", "exp_range"),
     "label_mode": ("fine", "coarse"),
@@ -210,7 +213,7 @@ _BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "distill_alpha": (0, 1, True, True),
     "distill_temperature": _POSITIVE,
     "onecycle_pct_start": (0, 1, False, False),
-    **dict.fromkeys(("epochs", "batch_size", "eval_batch_size", "ema_every", "cyclic_step_size"),
+    **dict.fromkeys(("epochs", "batch_size", "eval_batch_size", "ema_every", "cyclic_step_size", "muon_ns_steps"),
                     (1, _INF, True, False)),
     **dict.fromkeys(("lr_reference_batch", "plateau_patience", "plateau_cooldown", "early_stop_patience",
                      "checkpoint_every", "threads", "unfreeze_epoch", "val_every"), _AT_LEAST_0),
