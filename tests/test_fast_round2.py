@@ -200,3 +200,19 @@ def test_newton_schulz_steps_and_bf16_arithmetic():
     for bad in ({"muon_ns_steps": 0}, {"muon_ns_precision": "fp16"}):
         with pytest.raises(CifarlabError, match="muon_ns"):
             make_config(optimizer="muon", **bad)
+
+
+def test_under_a_budget_the_resize_schedule_follows_the_clock(tmp_path):
+    make_cifar10_python(tmp_path, per_batch=100, test=10)
+    # planned: 2 epochs, the first at 16 px; under a budget the run takes many more epochs, and the sizes follow
+    # the share of the budget used: 16 px for the first half of the planned steps, 32 px after
+    res = cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=2, batch_size=25, val_every=0,
+                         resize_schedule=[[0, 16], [1, 32]], time_budget=4 / 60, out=str(tmp_path / "r"),
+                         progress=False, report=False)
+    sizes = [r["image_size"] for r in _rows(res.run_dir)]
+    assert len(sizes) >= 3 and sizes[0] == 16 and sizes[-1] == 32
+    assert sizes == sorted(sizes)
+    plain = cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=3, batch_size=25, val_every=0,
+                           resize_schedule=[[0, 16], [2, 24]], out=str(tmp_path / "p"), progress=False,
+                           report=False)
+    assert [r["image_size"] for r in _rows(plain.run_dir)] == [16, 16, 24]

@@ -62,8 +62,9 @@ class BatchLoader:
         # a tail too small to give every rank an image is dropped on all ranks alike
         return full + (tail > 0 and not self.drop_last and tail >= self.world)
 
-    def size_at(self, epoch: int) -> int | None:
-        """Image side for `epoch` under the resize schedule (None = native size)."""
+    def size_at(self, epoch: float) -> int | None:
+        """Image side for `epoch` under the resize schedule (None = native size). Under a time budget the trainer
+        passes the epoch the schedules have reached (a fraction), so the sizes follow the clock."""
         size = None
         for start, side in self.resize_schedule:
             if epoch >= start:
@@ -76,11 +77,13 @@ class BatchLoader:
             return torch.arange(n)
         return torch.randperm(n, generator=epoch_generator(self.seed, epoch, stream=0))
 
-    def epoch(self, epoch: int = 0, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches of `epoch`, starting at batch `start_batch` (for resuming mid-epoch)."""
+    def epoch(self, epoch: int = 0, start_batch: int = 0, size_epoch: float | None = None
+              ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of `epoch`, starting at batch `start_batch` (for resuming mid-epoch); the resize schedule is
+        read at `size_epoch` when given (a time-budgeted run's progress), else at `epoch`."""
         order = self.order(epoch)
         ctx = Context(epoch_generator(self.seed, epoch, stream=1), epoch, None, self.flip_bits)
-        size = self.size_at(epoch)
+        size = self.size_at(epoch if size_epoch is None else size_epoch)
         if size == self.images.shape[-1]:
             size = None
         for b in range(len(self)):

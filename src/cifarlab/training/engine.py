@@ -34,21 +34,22 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
                     after_step: Callable[[int, EpochState], None] | None = None,
                     stop: Callable[[], bool] | None = None, precision: str = "auto",
                     any_rank: Callable[[bool], bool] | None = None,
-                    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-                    ) -> EpochState:
+                    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                    size_epoch: float | None = None) -> EpochState:
     """Train on the remaining batches of `state.epoch` (all of them, or until `stop()` says so), updating
     `state`. `lr_fn(step)` gives each optimizer group's LR; `after_step(step, state)` runs after each optimizer
     step (the trainer's callbacks: weight averaging, checkpoints, loggers).
     In a distributed run `any_rank(flag)` says whether any rank raised `flag`: every rank stops together
     when one of them diverges, instead of the others waiting for it in the next gradient all-reduce.
-    `loss_fn(logits, x, y)` replaces the cross-entropy (e.g. distillation, which also needs the batch)."""
+    `loss_fn(logits, x, y)` replaces the cross-entropy (e.g. distillation, which also needs the batch).
+    `size_epoch` is where the loader reads its resize schedule (default: the epoch itself)."""
     model.train()
     device = loader.device
     step = first_step
     start = time.perf_counter() - state.train_time
     with progress_bar(len(loader), desc, progress) as bar:
         bar.update(state.batch)
-        for x, y in loader.epoch(state.epoch, start_batch=state.batch):
+        for x, y in loader.epoch(state.epoch, start_batch=state.batch, size_epoch=size_epoch):
             lrs = lr_fn(step)
             set_lrs(optimizer, lrs)
             lr = lrs[0]  # the logged LR: the first group's (weights, multiplier 1)

@@ -110,6 +110,7 @@ class Trainer:
         self.last_eval: dict[str, Any] = {}  # the latest validation pass (confusion, probabilities)
         self._lock: RunLock | None = None  # rank 0's hold on the run directory
         self._ends_here = False  # the epoch just trained is the run's last
+        self._image_size: int | None = None  # progressive resizing: the side of this epoch's images
 
     @property
     def resuming(self) -> bool:
@@ -257,16 +258,26 @@ class Trainer:
         es = partial if partial is not None and partial.epoch == epoch else EpochState(epoch)
         self.epoch_state = es
         self._scales = group_scales(p.optimizer)
+        size_epoch = self._size_epoch(epoch)
+        self._image_size = p.train_loader.size_at(size_epoch) if cfg.resize_schedule else None
         train_one_epoch(p.train_model, p.train_loader, p.optimizer, es, first_step=self.state.step,
                         lr_fn=self.lrs, label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip,
                         progress=cfg.progress, desc=f"epoch {epoch + 1}" + ("" if cfg.time_budget else
                                                                             f"/{cfg.epochs}"),
                         after_step=self._after_step, stop=self._stop_now, precision=cfg.precision,
-                        any_rank=self._agree if self.dist.enabled else None, loss_fn=self._loss_fn())
+                        any_rank=self._agree if self.dist.enabled else None, loss_fn=self._loss_fn(),
+                        size_epoch=size_epoch)
         if self.signalled and not es.complete:
             self.stopped_by_signal = True
             raise Interrupted(self._signal or signal.SIGTERM, str(self.run_dir), self.state.step)
         return self._epoch_row(es)
+
+    def _size_epoch(self, epoch: int) -> float:
+        """Where the resize schedule is read for this epoch: the epoch, or under a time budget the epoch the
+        schedules have reached on the clock, so the last part of the budget trains at full size."""
+        if not self.clock.budget_s or not self.cfg.resize_schedule:
+            return epoch
+        return self.clock.progress(self.state.step) / self.steps_per_epoch
 
     def _loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None:
         """The step's loss when it is not plain cross-entropy: Hinton's distillation loss with a teacher."""
@@ -284,6 +295,8 @@ class Trainer:
             loss_sum, correct, seen = dist.sum([es.loss_sum, es.correct, es.seen])
             stats.update(train_loss=loss_sum / max(1, seen), train_top1=correct / max(1, seen), images=int(seen))
         row = {"type": "epoch", "epoch": es.epoch + 1, **stats, "lr": es.steps[-1]["lr"] if es.steps else 0.0}
+        if self._image_size is not None:  # progressive resizing: the side the epoch trained at
+            row["image_size"] = self._image_size
         # the last epoch: planned, or the one the budget ran out in (every rank agrees, so all end together)
         self._ends_here = bool(dist.any(int(self.clock.past_budget()))) if self.clock.budget_s else (
             es.epoch + 1 >= cfg.epochs)
