@@ -30,10 +30,11 @@ def run_one(recipe: str, minutes: float, seed: int, data: str, run_dir: Path, ex
         cmd = [sys.executable, "-m", "cifarlab", "train", "--recipe", recipe, "--data", data, "--seed", str(seed),
                "--time-budget", str(minutes), "--out", str(run_dir), "--progress", "false", "--no-report", *extra]
         start = time.perf_counter()
-        with open(run_dir.with_suffix(".log"), "w") as log:
+        log_path = run_dir.parent / f"{run_dir.name}.log"  # (with_suffix would cut at the budget's decimal point)
+        with open(log_path, "w") as log:
             rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
         if rc != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed with exit {rc}; see {run_dir.with_suffix('.log')}")
+            raise SystemExit(f"{' '.join(cmd)} failed with exit {rc}; see {log_path}")
         (run_dir / "command_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
     s = json.loads(summary.read_text())
     command = run_dir / "command_seconds.txt"

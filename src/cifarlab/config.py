@@ -404,8 +404,10 @@ def load_recipe(name: str) -> dict[str, Any]:
 
 
 # The recipe a run with a time budget and neither a recipe nor a model takes: for budgets up to the first figure
-# (minutes), the first recipe, and so on; the best measured per budget on the development machine (BENCHMARKS.md,
-# "Budget curve"), where fast94's 12 epochs take 23 minutes.
+# (minutes), the first recipe, and so on. On the development machine (2 cores, where fast94's planned run takes
+# 18-23 minutes) fast94 is measured at and below its planned length (BENCHMARKS.md, "Budget curve"); fast95 needs
+# about 4x fast94's time for its planned 23 epochs, so it takes the budgets from twice fast94's length on, where
+# fast94's schedule would be stretched twofold (the crossover itself is not measured yet).
 BUDGET_RECIPES: tuple[tuple[float, str], ...] = ((45.0, "fast94"), (math.inf, "fast95"))
 
 
