@@ -343,7 +343,7 @@ def _unit(text: str) -> float:
 
 def _train_parser(sub) -> None:
     t = sub.add_parser("train", help="train a model from a recipe; any config key can be given as --key value",
-                       description="Train a model from a recipe. Any config key (cifarlab config lists all 81) "
+                       description="Train a model from a recipe. Any config key (cifarlab config lists them all) "
                                    "can be given as --key value; values are read as YAML.",
                        examples="""
 cifarlab train --recipe fast94 --data cifar10-train-jpg.tar.gz
