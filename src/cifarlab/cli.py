@@ -330,17 +330,6 @@ def _count(low: int, high: int | None = None):
     return parse
 
 
-def _unit(text: str) -> float:
-    """An argparse type: a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value <= 1:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
-
-
 def _train_parser(sub) -> None:
     t = sub.add_parser("train", help="train a model from a recipe; any config key can be given as --key value",
                        description="Train a model from a recipe. Any config key (cifarlab config lists them all) "
@@ -381,7 +370,7 @@ cifarlab eval notebook_weights.pth --model resnet9 --mean 0.5 0.5 0.5 --std 0.5 
     e.add_argument("--out", help="output directory (default: eval/ beside the checkpoint)")
     e.add_argument("--tta", nargs="?", const="flip", default="none", choices=["none", "flip", "flip_translate"],
                    help="test-time augmentation (--tta alone: flip)")
-    e.add_argument("--tta-margin", type=_unit, default=0.0,
+    e.add_argument("--tta-margin", type=float, default=0.0,
                    help="selective TTA: only images whose top-1 probability beats the runner-up's by less than "
                         "this get the TTA views (0 = all)")
     e.add_argument("--batch-size", type=_count(1), default=500, help="images per forward pass")
@@ -403,7 +392,7 @@ cifarlab predict model.onnx --input photos/ --label-names --out photos.csv --for
     r.add_argument("--topk", type=_count(1), help="print the K most probable classes of each input")
     r.add_argument("--tta", nargs="?", const="flip", default="none", choices=["none", "flip", "flip_translate"],
                    help="test-time augmentation (--tta alone: flip)")
-    r.add_argument("--tta-margin", type=_unit, default=0.0,
+    r.add_argument("--tta-margin", type=float, default=0.0,
                    help="selective TTA: only images whose top-1 probability beats the runner-up's by less than "
                         "this get the TTA views (0 = all)")
     r.add_argument("--label-names", action="store_true", help="write class names instead of indices")

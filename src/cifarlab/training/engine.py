@@ -128,8 +128,7 @@ def tta_logits(model: nn.Module, x: torch.Tensor, tta: str, margin: float = 0.0)
     if margin <= 0 or len(views) == 1:
         return _views_logits(model, x, views)
     plain = model(x).float()
-    top2 = plain.softmax(1).topk(min(2, plain.shape[1]), dim=1).values
-    unsure = (top2[:, 0] - top2[:, -1] < margin).nonzero().squeeze(1)
+    unsure = _unsure(plain, margin).nonzero().squeeze(1)
     if len(unsure):
         # the plain view is already scored: weight it in, and run only the others on the unsure images
         rest = tuple(v for v in views if v[:2] != (0, False))
@@ -137,6 +136,13 @@ def tta_logits(model: nn.Module, x: torch.Tensor, tta: str, margin: float = 0.0)
         mixed = weight * plain[unsure] + _views_logits(model, x[unsure], rest)
         plain = plain.index_copy(0, unsure, mixed)
     return plain
+
+
+def _unsure(logits: torch.Tensor, margin: float) -> torch.Tensor:
+    """Which images selective TTA sends through every view: top-1 softmax probability less the runner-up's under
+    `margin` (with one class, every image)."""
+    top2 = logits.float().softmax(1).topk(min(2, logits.shape[1]), dim=1).values
+    return top2[:, 0] - top2[:, -1] < margin
 
 
 def _views_logits(model: nn.Module, x: torch.Tensor, views: tuple) -> torch.Tensor:
@@ -175,9 +181,8 @@ def evaluate_model(model: nn.Module, loader: BatchLoader, num_classes: int, *, t
         for x, y in loader.epoch(0):
             with autocast(device, precision):
                 logits = tta_logits(model, x, tta, tta_margin)
-            if tta == "none" and tta_margin > 0 and logits.shape[1] > 1:
-                top2 = logits.float().softmax(1).topk(2, dim=1).values
-                unsure += int((top2[:, 0] - top2[:, 1] < tta_margin).sum())
+            if tta == "none" and tta_margin > 0:
+                unsure += int(_unsure(logits, tta_margin).sum())
             labeled = y >= 0
             if labeled.any():
                 yl, ll = y[labeled], logits[labeled]
