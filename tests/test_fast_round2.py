@@ -207,7 +207,7 @@ def test_under_a_budget_the_resize_schedule_follows_the_clock(tmp_path):
     # planned: 2 epochs, the first at 16 px; under a budget the run takes many more epochs, and the sizes follow
     # the share of the budget used: 16 px for the first half of the planned steps, 32 px after
     res = cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=2, batch_size=25, val_every=0,
-                         resize_schedule=[[0, 16], [1, 32]], time_budget=4 / 60, out=str(tmp_path / "r"),
+                         resize_schedule=[[0, 16], [1, 32]], time_budget=10 / 60, out=str(tmp_path / "r"),
                          progress=False, report=False)
     sizes = [r["image_size"] for r in _rows(res.run_dir)]
     assert len(sizes) >= 3 and sizes[0] == 16 and sizes[-1] == 32
