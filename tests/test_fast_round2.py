@@ -216,3 +216,66 @@ def test_under_a_budget_the_resize_schedule_follows_the_clock(tmp_path):
                            resize_schedule=[[0, 16], [2, 24]], out=str(tmp_path / "p"), progress=False,
                            report=False)
     assert [r["image_size"] for r in _rows(plain.run_dir)] == [16, 16, 24]
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.5])
+def test_tta_and_plain_logits_score_the_plain_view_once(margin):
+    from cifarlab.training.engine import tta_and_plain_logits
+
+    table = torch.tensor([[10.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+    x = _images(3)
+    model = _Fixed(table, shift=1.0)
+    plain, alone = model(x), tta_logits(model, x, "flip_translate", margin)
+    model.seen.clear()
+    both, plain_out = tta_and_plain_logits(model, x, "flip_translate", margin)
+    assert torch.equal(plain_out, plain)
+    assert torch.allclose(both, alone)
+    # one plain pass over every image, then the five other views (over the unsure ones with a margin)
+    assert model.seen == [3] + [3 if margin == 0 else 2] * (len(TTA_VIEWS["flip_translate"]) - 1)
+    none, none_plain = tta_and_plain_logits(model, x, "none", margin)
+    assert torch.equal(none, plain) and torch.equal(none_plain, plain)
+
+
+def test_an_evaluation_with_plain_too_gives_both_figures_from_one_set_of_passes():
+    from cifarlab.data import BatchLoader
+    from cifarlab.data.formats import ImageSet
+    from cifarlab.training.engine import evaluate_model
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    loader = BatchLoader(ImageSet(images, torch.randint(0, 10, (40,))), 16, mean=[0.5] * 3, std=[0.25] * 3)
+    model = create_model("resnet_small").eval()
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    plain = evaluate_model(model, loader, 10, tta_margin=0.3, return_outputs=True)
+    tta = evaluate_model(model, loader, 10, tta="flip_translate", tta_margin=0.3)
+    calls.clear()
+    both = evaluate_model(model, loader, 10, tta="flip_translate", tta_margin=0.3, plain_too=True,
+                          return_outputs=True)
+    for key in ("loss", "top1", "top2", "top3", "unsure"):
+        assert both["plain"][key] == pytest.approx(plain[key], abs=1e-6)
+    for key in ("loss", "top1", "top2", "top3"):
+        assert both[key] == pytest.approx(tta[key], abs=1e-6)
+    assert torch.equal(both["plain"]["confusion"], plain["confusion"])
+    assert torch.allclose(both["plain"]["probs"], plain["probs"], atol=1e-6)
+    unsure_images = round(plain["unsure"] * 40)
+    assert sum(calls) == 40 + unsure_images * (len(TTA_VIEWS["flip_translate"]) - 1)  # no second plain pass
+
+
+def test_a_run_scores_its_last_val_pass_and_its_final_tta_in_one_evaluation(tmp_path, monkeypatch):
+    from cifarlab.training import trainer as trainer_module
+
+    make_cifar10_python(tmp_path, per_batch=20, test=10)
+    calls = []
+    real = trainer_module.evaluate_model
+    monkeypatch.setattr(trainer_module, "evaluate_model", lambda *a, **k: calls.append(k) or real(*a, **k))
+    res = cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=2, batch_size=25, val_every=0,
+                         tta="flip_translate", tta_margin=0.5, out=str(tmp_path / "r"), progress=False,
+                         report=False)
+    assert [(k.get("tta"), k.get("plain_too")) for k in calls] == [("flip_translate", True)]
+    # the figures are those of separate evaluations of the final weights
+    ckpt = torch.load(res.run_dir / "last.pt", weights_only=False)
+    ev = cifarlab.evaluate(res.run_dir / "last.pt", data=str(tmp_path), split="val", tta="flip_translate",
+                           tta_margin=0.5)
+    assert res.summary["final_tta"]["val_top1"] == pytest.approx(ev["top1"], abs=1e-6)
+    assert _rows(res.run_dir)[-1]["val_top1"] == pytest.approx(ckpt["metrics"]["val_top1"])

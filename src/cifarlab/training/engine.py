@@ -35,14 +35,17 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
                     stop: Callable[[], bool] | None = None, precision: str = "auto",
                     any_rank: Callable[[bool], bool] | None = None,
                     loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                    size_epoch: float | None = None) -> EpochState:
+                    size_epoch: float | None = None,
+                    select: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None
+                    = None) -> EpochState:
     """Train on the remaining batches of `state.epoch` (all of them, or until `stop()` says so), updating
     `state`. `lr_fn(step)` gives each optimizer group's LR; `after_step(step, state)` runs after each optimizer
     step (the trainer's callbacks: weight averaging, checkpoints, loggers).
     In a distributed run `any_rank(flag)` says whether any rank raised `flag`: every rank stops together
     when one of them diverges, instead of the others waiting for it in the next gradient all-reduce.
     `loss_fn(logits, x, y)` replaces the cross-entropy (e.g. distillation, which also needs the batch).
-    `size_epoch` is where the loader reads its resize schedule (default: the epoch itself)."""
+    `size_epoch` is where the loader reads its resize schedule (default: the epoch itself).
+    `select(x, y, step)` returns the part of each batch the model trains on (hard-example selection)."""
     model.train()
     device = loader.device
     step = first_step
@@ -50,6 +53,8 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
     with progress_bar(len(loader), desc, progress) as bar:
         bar.update(state.batch)
         for x, y in loader.epoch(state.epoch, start_batch=state.batch, size_epoch=size_epoch):
+            if select is not None:
+                x, y = select(x, y, step)
             lrs = lr_fn(step)
             set_lrs(optimizer, lrs)
             lr = lrs[0]  # the logged LR: the first group's (weights, multiplier 1)
@@ -127,15 +132,28 @@ def tta_logits(model: nn.Module, x: torch.Tensor, tta: str, margin: float = 0.0)
     views = TTA_VIEWS[tta]
     if margin <= 0 or len(views) == 1:
         return _views_logits(model, x, views)
+    return tta_and_plain_logits(model, x, tta, margin)[0]
+
+
+def tta_and_plain_logits(model: nn.Module, x: torch.Tensor, tta: str, margin: float = 0.0
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(TTA logits, plain-view logits) from one pass of each view: the plain view is scored once and serves
+    both, so a run's last validation and its final TTA evaluation need not score the plain view twice.
+    The views and the margin rule are :func:`tta_logits`'s."""
+    views = TTA_VIEWS[tta]
     plain = model(x).float()
+    if len(views) == 1:
+        return plain, plain
+    weight = sum(w for d, m, w in views if (d, m) == (0, False))
+    rest = tuple(v for v in views if v[:2] != (0, False))
+    if margin <= 0:
+        return weight * plain + _views_logits(model, x, rest), plain
     unsure = _unsure(plain, margin).nonzero().squeeze(1)
-    if len(unsure):
-        # the plain view is already scored: weight it in, and run only the others on the unsure images
-        rest = tuple(v for v in views if v[:2] != (0, False))
-        weight = sum(w for d, m, w in views if (d, m) == (0, False))
-        mixed = weight * plain[unsure] + _views_logits(model, x[unsure], rest)
-        plain = plain.index_copy(0, unsure, mixed)
-    return plain
+    if not len(unsure):
+        return plain, plain
+    # the plain view is already scored: weight it in, and run only the others on the unsure images
+    mixed = weight * plain[unsure] + _views_logits(model, x[unsure], rest)
+    return plain.index_copy(0, unsure, mixed), plain
 
 
 def _unsure(logits: torch.Tensor, margin: float) -> torch.Tensor:
@@ -163,41 +181,68 @@ def _moved(x: torch.Tensor, d: int) -> torch.Tensor:
     return v.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+class _Tally:
+    """Loss, top-1/2/3 and the confusion matrix of one evaluation, batch by batch (label -1: unlabeled)."""
+
+    def __init__(self, num_classes: int, margin: float = 0.0, keep_outputs: bool = False):
+        self.margin, self.keep_outputs = margin, keep_outputs
+        self.loss_sum, self.n, self.images, self.unsure = 0.0, 0, 0, 0
+        self.hits = [0, 0, 0]
+        self.conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
+        self.outputs: list[torch.Tensor] = []
+
+    def add(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.images += len(y)
+        if self.margin > 0:  # how many images a selective TTA at this margin sends through every view
+            self.unsure += int(_unsure(logits, self.margin).sum())
+        labeled = y >= 0
+        if labeled.any():
+            yl, ll = y[labeled], logits[labeled]
+            self.loss_sum += float(F.cross_entropy(ll, yl, reduction="sum"))
+            for i, h in enumerate(topk_correct(ll, yl)):
+                self.hits[i] += h
+            self.conf += confusion_matrix(ll.argmax(1).cpu(), yl.cpu(), self.conf.shape[0])
+            self.n += int(labeled.sum())
+        if self.keep_outputs:
+            self.outputs.append(logits.softmax(1).cpu())
+
+    def result(self) -> dict:
+        n = max(1, self.n)
+        out = {"loss": self.loss_sum / n, "top1": self.hits[0] / n, "top2": self.hits[1] / n,
+               "top3": self.hits[2] / n, "count": self.n, "confusion": self.conf}
+        if self.margin > 0:
+            out["unsure"] = self.unsure / max(1, self.images)
+        if self.keep_outputs:
+            k = self.conf.shape[0]
+            out["probs"] = torch.cat(self.outputs) if self.outputs else torch.empty(0, k)
+        return out
+
+
 @torch.no_grad()
 def evaluate_model(model: nn.Module, loader: BatchLoader, num_classes: int, *, tta: str = "none",
                    return_outputs: bool = False, progress: bool = False, precision: str = "auto",
-                   tta_margin: float = 0.0) -> dict:
+                   tta_margin: float = 0.0, plain_too: bool = False) -> dict:
     """Loss, top-1/2/3 and the confusion matrix over every batch; optionally the softmax outputs.
     `tta` is none | flip | flip_translate; with `tta_margin` > 0 only unsure images get the views
-    (:func:`tta_logits`)."""
+    (:func:`tta_logits`). A plain pass with `tta_margin` > 0 also reports the share of images that margin
+    finds unsure. `plain_too` (with a `tta`): the plain view's figures as well, under "plain", from the same
+    forward passes; the outputs and the unsure share are then the plain view's."""
     model.eval()
     device = loader.device
-    loss_sum, n = 0.0, 0
-    hits = [0, 0, 0]
-    unsure = 0  # images a selective TTA at `tta_margin` would send through every view (counted on plain passes)
-    conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    outputs = []
+    both = plain_too and tta != "none"
+    shown = _Tally(num_classes, tta_margin if tta == "none" else 0.0, return_outputs and not both)
+    plain = _Tally(num_classes, tta_margin, return_outputs) if both else None
     with progress_bar(len(loader), "eval", progress) as bar:
         for x, y in loader.epoch(0):
             with autocast(device, precision):
-                logits = tta_logits(model, x, tta, tta_margin)
-            if tta == "none" and tta_margin > 0:
-                unsure += int(_unsure(logits, tta_margin).sum())
-            labeled = y >= 0
-            if labeled.any():
-                yl, ll = y[labeled], logits[labeled]
-                loss_sum += float(F.cross_entropy(ll, yl, reduction="sum"))
-                for i, h in enumerate(topk_correct(ll, yl)):
-                    hits[i] += h
-                conf += confusion_matrix(ll.argmax(1).cpu(), yl.cpu(), num_classes)
-                n += int(labeled.sum())
-            if return_outputs:
-                outputs.append(logits.softmax(1).cpu())
+                if both:
+                    logits, plain_logits = tta_and_plain_logits(model, x, tta, tta_margin)
+                    plain.add(plain_logits, y)
+                else:
+                    logits = tta_logits(model, x, tta, tta_margin)
+            shown.add(logits, y)
             bar.update(1)
-    result = {"loss": loss_sum / max(1, n), "top1": hits[0] / max(1, n), "top2": hits[1] / max(1, n),
-              "top3": hits[2] / max(1, n), "count": n, "confusion": conf}
-    if tta == "none" and tta_margin > 0:
-        result["unsure"] = unsure / max(1, len(loader.labels))
-    if return_outputs:
-        result["probs"] = torch.cat(outputs) if outputs else torch.empty(0, num_classes)
+    result = shown.result()
+    if plain is not None:
+        result["plain"] = plain.result()
     return result

@@ -108,6 +108,7 @@ class Trainer:
         self.stopped_by_signal = False  # the run is ending inside an epoch because of a signal
         self._agreed_stop = 0.0  # distributed: the stop code agreed at the last step
         self.last_eval: dict[str, Any] = {}  # the latest validation pass (confusion, probabilities)
+        self._final_tta: tuple[int, dict[str, Any]] = (-1, {})  # (step, the last pass's TTA figures)
         self._lock: RunLock | None = None  # rank 0's hold on the run directory
         self._ends_here = False  # the epoch just trained is the run's last
         self._image_size: int | None = None  # progressive resizing: the side of this epoch's images
@@ -200,6 +201,8 @@ class Trainer:
         self.clock = Clock(cfg.time_budget, cfg.epochs * self.steps_per_epoch, self.state.elapsed, dist.enabled,
                            setup=time.perf_counter() - self.parts.started)
         self.epoch_state = EpochState(self.state.epoch)
+        if self.parts.selector is not None:  # the proxy follows the run's schedule (before group multipliers)
+            self.parts.selector.base_lr = lambda step: self.lrs(step, [1.0])[0]
         self.callbacks = CallbackList(self._callbacks(), dist.main)
         log.info("model %s: %s parameters; %d steps/epoch of %d images on %s", cfg.model,
                  f"{count_params(self.parts.model):,}", self.steps_per_epoch, cfg.batch_size, device)
@@ -212,6 +215,8 @@ class Trainer:
             p.average.load_state_dict(r["ema"])
         if p.plateau is not None and r["plateau"]:
             p.plateau.load_state_dict(r["plateau"])
+        if p.selector is not None and r.get("selector") is not None:
+            p.selector.load_state_dict(r["selector"])
         saved = dict(r["train_state"])
         # metrics.jsonl loses what was written after the checkpoint; a version-1 checkpoint's history comes from it
         rows = _previous_epochs(self.run_dir / "metrics.jsonl", saved["epoch"], self.dist.main)
@@ -232,9 +237,11 @@ class Trainer:
         return own + ([RunReport(self.reporter)] if self.reporter is not None else [])
 
     def _loop(self) -> None:
-        epoch = self.state.epoch
+        epoch = first = self.state.epoch
         while self.clock.budget_s or epoch < self.cfg.epochs:
-            if self.dist.any(int(self.clock.past_budget())):  # every rank agrees the budget is spent
+            # a resumed run whose budget is already spent trains nothing (every rank agrees); after an epoch,
+            # `_ends_here` alone ends the run, so the last epoch trained is always the one validated
+            if epoch == first and self.dist.any(int(self.clock.past_budget())):
                 break
             self.callbacks.call("on_epoch_start", self, epoch)
             self.parts.rewrap_if_needed(self.cfg, self.dist, self.device)
@@ -266,7 +273,7 @@ class Trainer:
                                                                             f"/{cfg.epochs}"),
                         after_step=self._after_step, stop=self._stop_now, precision=cfg.precision,
                         any_rank=self._agree if self.dist.enabled else None, loss_fn=self._loss_fn(),
-                        size_epoch=size_epoch)
+                        size_epoch=size_epoch, select=p.selector)
         if self.signalled and not es.complete:
             self.stopped_by_signal = True
             raise Interrupted(self._signal or signal.SIGTERM, str(self.run_dir), self.state.step)
@@ -297,6 +304,7 @@ class Trainer:
         row = {"type": "epoch", "epoch": es.epoch + 1, **stats, "lr": es.steps[-1]["lr"] if es.steps else 0.0}
         if self._image_size is not None:  # progressive resizing: the side the epoch trained at
             row["image_size"] = self._image_size
+        self._keep_time_for_evaluation(row)  # from this epoch's training time, before deciding it is the last
         # the last epoch: planned, or the one the budget ran out in (every rank agrees, so all end together)
         self._ends_here = bool(dist.any(int(self.clock.past_budget()))) if self.clock.budget_s else (
             es.epoch + 1 >= cfg.epochs)
@@ -312,12 +320,19 @@ class Trainer:
         every = self.cfg.val_every
         return self._ends_here or (every > 0 and (epoch + 1) % every == 0)
 
-    def _validate(self, row: dict[str, Any]) -> None:
-        """One plain pass over the validation split: its figures go into `row`."""
+    def _validate(self, row: dict[str, Any], last: bool = False) -> None:
+        """One plain pass over the validation split: its figures go into `row`. The run's last pass (`last`, or
+        the epoch the run ends in) also gives the final test-time-augmented figures from the same forward passes,
+        so the plain view is scored once."""
         cfg, p = self.cfg, self.parts
         eval_start = time.perf_counter()
+        final = (last or self._ends_here) and cfg.tta != "none"
         ev = evaluate_model(p.evaluated(), p.val_loader, p.num_classes, precision=cfg.precision,
-                            return_outputs=self.reporter is not None, tta_margin=cfg.tta_margin)
+                            return_outputs=self.reporter is not None, tta_margin=cfg.tta_margin,
+                            tta=cfg.tta if final else "none", plain_too=final)
+        if final:  # kept for _finish, marked with the step whose weights it scored
+            self._final_tta = (self.state.step, ev)
+            ev = ev["plain"]
         row.update({f"val_{k}": ev[k] for k in ("loss", "top1", "top2", "top3")})
         row["eval_time"] = time.perf_counter() - eval_start
         if "unsure" in ev:
@@ -325,9 +340,10 @@ class Trainer:
         self.last_eval = ev
 
     def _keep_time_for_evaluation(self, row: dict[str, Any]) -> None:
-        """Under a budget, keep back the final evaluation's time: a plain pass, then the TTA views (only on the
-        unsure share of the images with `tta_margin`). Before any val pass was timed, a pass is estimated as a
-        third of the time training took per image (a forward pass is about a third of a step)."""
+        """Under a budget, keep back the final evaluation's time: one plain pass, whose logits also serve the
+        TTA, then the other views (only on the unsure share of the images with `tta_margin`). Before any val pass
+        was timed, a pass is estimated as a third of the time training took per image (a forward pass is about a
+        third of a step)."""
         cfg, p = self.cfg, self.parts
         if not self.clock.budget_s or p.val_loader is None:
             return
@@ -336,14 +352,15 @@ class Trainer:
             seconds = row["train_time"] / max(1, row["images"]) * len(p.val_loader.labels) / 3
         views = len(TTA_VIEWS[cfg.tta]) - 1 if cfg.tta != "none" else 0
         share = row.get("val_unsure", 1.0) if cfg.tta_margin > 0 else 1.0
-        self.clock.keep_for_evaluation(seconds, 1 + (1 + views * share if views else 0))
+        self.clock.keep_for_evaluation(seconds, 1 + views * share)
 
     # --- one step --------------------------------------------------------------------------------------------
-    def lrs(self, step: int) -> list[float]:
-        """The LR of each optimizer group at `step`, on the run's clock."""
+    def lrs(self, step: int, scales: list[float] | None = None) -> list[float]:
+        """The LR of each optimizer group at `step`, on the run's clock (of groups with multipliers `scales`:
+        default, the model's optimizer's)."""
         plateau = self.parts.plateau
         return step_lrs(self.cfg, self.clock.progress(step), self.steps_per_epoch,
-                        plateau.scale if plateau is not None else 1.0, self._scales)
+                        plateau.scale if plateau is not None else 1.0, self._scales if scales is None else scales)
 
     def _after_step(self, step: int, es: EpochState) -> None:
         self.state.step = step + 1
@@ -374,6 +391,8 @@ class Trainer:
                     "ema": p.average.state_dict() if p.average is not None else None,
                     "optimizer": p.optimizer.state_dict(),
                     "plateau": p.plateau.state_dict() if p.plateau is not None else None}
+        if p.selector is not None:
+            training["selector"] = p.selector.state_dict()
         return build_checkpoint(model=self.cfg.model, model_args=p.model_args, classes=p.splits.classes,
                                 mean=p.mean, std=p.std, state_dict=p.evaluated().state_dict(),
                                 config=self.saved_config, metrics=metrics, epoch=st.epoch, step=st.step,
@@ -398,12 +417,14 @@ class Trainer:
             self.callbacks.call("on_fit_end", self, {})
             return RunResult(self.run_dir, {}, st.history)
         if p.val_loader is not None and st.history and "val_loss" not in st.history[-1]:
-            self._validate(st.history[-1])  # a run that ended on an epoch without a val pass (val_every)
+            self._validate(st.history[-1], last=True)  # the run ended on an epoch without a val pass
             log.info("final weights: val top1 %.2f%%", 100 * st.history[-1]["val_top1"])
         final_tta = None
         if cfg.tta != "none" and p.val_loader is not None and st.history:
-            ev = evaluate_model(p.evaluated(), p.val_loader, p.num_classes, tta=cfg.tta, precision=cfg.precision,
-                                tta_margin=cfg.tta_margin)
+            step, ev = self._final_tta
+            if step != st.step:  # the last val pass scored other weights (early stopping ended the run earlier)
+                ev = evaluate_model(p.evaluated(), p.val_loader, p.num_classes, tta=cfg.tta,
+                                    precision=cfg.precision, tta_margin=cfg.tta_margin)
             final_tta = {f"val_{k}": ev[k] for k in ("loss", "top1", "top2", "top3")}
             only = f" (only images with a top-1 margin under {cfg.tta_margin:g})" if cfg.tta_margin > 0 else ""
             log.info("final weights with %s test-time augmentation%s: val top1 %.2f%%", cfg.tta, only,
