@@ -62,7 +62,8 @@ class Config:
     eval_batch_size: int = 500  # images per forward pass when evaluating
     optimizer: str = "sgd"  # sgd | adam | adamw
     lr: float = 0.1  # peak learning rate (for `cyclic`, the cycle's upper bound)
-    lr_reference_batch: int = 0  # if > 0, `lr` is for this batch size and scales linearly to `batch_size`
+    lr_reference_batch: int = 0  # if > 0, `lr` is for this batch size and scales linearly to the batch trained
+    #                              on (`batch_size`, times `select_keep` with hard-example selection)
     momentum: float = 0.9  # SGD momentum (Adam's beta1 is `betas[0]`)
     nesterov: bool = False  # Nesterov momentum for SGD
     betas: list = field(default_factory=lambda: [0.9, 0.999])  # Adam/AdamW moment decay rates
@@ -82,6 +83,10 @@ class Config:
     lookahead: bool = False  # after each average update, reset the live weights to the average
     ema_ramp: float = 0.0  # the average's keep factor grows as (training progress) ** ema_ramp (0 = constant)
     stem_bias_epochs: float = 0.0  # fast nets: freeze the whitening stem's bias after this many epochs (0 = never)
+    select_keep: float = 1.0  # hard-example selection: the model trains on this share of each batch, the images a
+    #                           small proxy net finds hardest (highest loss); 1 = every image (off)
+    select_proxy_widths: list = field(default_factory=lambda: [32, 64, 64])  # the proxy: a fast net of these widths
+    select_proxy_every: int = 4  # the proxy takes an SGD step on the selected images every this many steps
 
     # --- learning-rate schedule (pure functions of the step, see training/schedules.py) ---------------------
     schedule: str = "cosine"  # constant | multistep | exponential | cosine | cyclic | onecycle | triangle | plateau
@@ -210,11 +215,12 @@ _BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
                     _POSITIVE),
     "plateau_factor": (0, 1, False, True),
     "tta_margin": (0, 1, True, True),
+    "select_keep": (0, 1, False, True),
     "distill_alpha": (0, 1, True, True),
     "distill_temperature": _POSITIVE,
     "onecycle_pct_start": (0, 1, False, False),
-    **dict.fromkeys(("epochs", "batch_size", "eval_batch_size", "ema_every", "cyclic_step_size", "muon_ns_steps"),
-                    (1, _INF, True, False)),
+    **dict.fromkeys(("epochs", "batch_size", "eval_batch_size", "ema_every", "cyclic_step_size", "muon_ns_steps",
+                     "select_proxy_every"), (1, _INF, True, False)),
     **dict.fromkeys(("lr_reference_batch", "plateau_patience", "plateau_cooldown", "early_stop_patience",
                      "checkpoint_every", "threads", "unfreeze_epoch", "val_every"), _AT_LEAST_0),
     "resize": (0, MAX_RESIZE, True, True),
@@ -278,6 +284,11 @@ def validate(cfg: Config) -> Config:
             raise CifarlabError(f"config key 'resize_schedule' item {i} must be [from_epoch >= 0, size in [8, "
                                 f"{MAX_RESIZE}]]; "
                                 f"got {item!r}")
+    widths = cfg.select_proxy_widths
+    if not (isinstance(widths, (list, tuple)) and len(widths) == 3
+            and all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 4096 for w in widths)):
+        raise CifarlabError("config key 'select_proxy_widths' must be three whole numbers in [1, 4096]; "
+                            f"got {widths!r}")
     for i, aug in enumerate(cfg.augment):
         if not isinstance(aug, dict) or "name" not in aug:
             raise CifarlabError(f"config key 'augment' item {i} must be a mapping with a 'name'; got {aug!r}")

@@ -42,6 +42,7 @@ MODEL_KEYS = {
 }
 OPTIONAL_KEYS = {
     "imported_from": "the state-dict file an imported checkpoint was made from",
+    "selector": "hard-example selection's proxy (select_keep < 1): {model, optimizer} state dicts, for --resume",
 }
 TRAINING_KEYS = {
     "train_state": "the TrainState: epoch, step, best, best_epoch, bad_epochs, elapsed, partial epoch, history",

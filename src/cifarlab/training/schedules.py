@@ -89,9 +89,11 @@ def step_lrs(cfg: Config, step: float, steps_per_epoch: int, plateau_scale: floa
     """The one answer to "what is the LR of this step": for each optimizer group, the schedule at `step` times
     the plateau's scale, the batch scaling and the group's multiplier (`lr_scale`, e.g. bias_lr_scale).
 
-    An LR stated for `lr_reference_batch` scales linearly to the batch used (the decay term is lr * wd, so
-    weight decay scales with it and stays decoupled from the batch size in wd's units)."""
-    batch_scale = cfg.batch_size / cfg.lr_reference_batch if cfg.lr_reference_batch else 1.0
+    An LR stated for `lr_reference_batch` scales linearly to the batch the model trains on: `batch_size`, or
+    with hard-example selection the `select_keep` share of it (the decay term is lr * wd, so weight decay scales
+    with it and stays decoupled from the batch size in wd's units)."""
+    trained = max(1, round(cfg.batch_size * cfg.select_keep))  # HardSelector.count's rule
+    batch_scale = trained / cfg.lr_reference_batch if cfg.lr_reference_batch else 1.0
     base = lr_at(cfg, step, steps_per_epoch) * plateau_scale * batch_scale
     return [base * g for g in group_scales]
 

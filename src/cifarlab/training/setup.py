@@ -25,6 +25,7 @@ from .ema import WeightAverage
 from .engine import TTA_VIEWS
 from .optim import OPTIMIZERS, make_optimizer
 from .schedules import SCHEDULES, Plateau, make_plateau
+from .select import HardSelector
 
 log = logging.getLogger("cifarlab")
 
@@ -59,6 +60,7 @@ class Parts:
     started: float  # perf_counter before the data was read
     wrapped_for: tuple[bool, ...]  # which parameters trained when DDP was built
     teacher: Teacher | None = None  # distillation's teacher (config key `teacher`)
+    selector: HardSelector | None = None  # hard-example selection's proxy (config key `select_keep`)
 
     @property
     def num_classes(self) -> int:
@@ -100,6 +102,9 @@ def build_parts(cfg: Config, dist: DistContext, device: torch.device, resuming: 
     check_model(cfg.model, **model_args_of(cfg))
     if cfg.teacher and not Path(cfg.teacher).is_file():
         raise CifarlabError(f"teacher {cfg.teacher} is not a file (a cifarlab checkpoint or an exported .onnx)")
+    if cfg.select_keep < 1 and dist.enabled:
+        raise CifarlabError("select_keep < 1 (hard-example selection) does not run under torchrun yet: each "
+                            "process would train its own proxy; train on one process or set select_keep 1")
 
     t0 = time.perf_counter()
     splits = load_splits(cfg.data, cfg.val_split, cfg.split_seed, cfg.label_mode)
@@ -128,9 +133,9 @@ def build_parts(cfg: Config, dist: DistContext, device: torch.device, resuming: 
     if cfg.pretrained and not resuming:
         skipped = load_weights(model, read_state_dict(cfg.pretrained, cfg.model), where=cfg.pretrained)
         log.info("weights from %s%s", cfg.pretrained, f" (new classifier: {', '.join(skipped)})" if skipped else "")
+    # A seeded random subset for data-set stems: sources are often sorted by class (the JPEG tarball is).
+    pick = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
     if hasattr(model, "init_from_data"):  # e.g. the fast nets' patch-whitening stem
-        # A seeded random subset: sources are often sorted by class (the JPEG tarball is).
-        pick = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
         model.init_from_data(normalize(splits.train.images[pick], mean, std))
     model = model.to(device)
     if cfg.channels_last:
@@ -147,9 +152,12 @@ def build_parts(cfg: Config, dist: DistContext, device: torch.device, resuming: 
     val_loader = (BatchLoader(splits.val, cfg.eval_batch_size, mean=mean, std=std, device=device,
                               channels_last=cfg.channels_last, resize=cfg.resize, interpolation=cfg.interpolation)
                   if splits.val is not None else None)
+    selector = (HardSelector(cfg, len(splits.classes), normalize(splits.train.images[pick], mean, std), device)
+                if cfg.select_keep < 1 else None)
     teacher = (Teacher(cfg.teacher, num_classes=len(splits.classes), mean=mean, std=std, resize=cfg.resize,
                        device=device) if cfg.teacher else None)
     return Parts(splits=splits, mean=mean, std=std, model_args=model_args, model=model, eval_model=eval_model,
                  train_model=torch.compile(train_model) if cfg.compile else train_model, optimizer=optimizer,
                  plateau=make_plateau(cfg), average=average, train_loader=train_loader, val_loader=val_loader,
-                 started=t0, wrapped_for=tuple(p.requires_grad for p in model.parameters()), teacher=teacher)
+                 started=t0, wrapped_for=tuple(p.requires_grad for p in model.parameters()), teacher=teacher,
+                 selector=selector)
