@@ -95,3 +95,14 @@ def test_a_run_trains_on_the_kept_share_and_resumes_exactly(tmp_path):
 def test_bad_selection_settings_are_one_line(bad):
     with pytest.raises(CifarlabError, match="select_"):
         make_config(model="fast94", **bad)
+
+
+def test_selection_is_refused_under_torchrun_before_the_data_is_read(tmp_path):
+    from types import SimpleNamespace
+
+    from cifarlab.training.setup import build_parts
+
+    cfg = make_config(model="fast94", select_keep=0.5, data=str(tmp_path / "never-read"))
+    dist = SimpleNamespace(enabled=True, world=2, rank=0)
+    with pytest.raises(CifarlabError, match="torchrun"):
+        build_parts(cfg, dist, torch.device("cpu"), resuming=False)

@@ -416,10 +416,12 @@ def load_recipe(name: str) -> dict[str, Any]:
 
 # The recipe a run with a time budget and neither a recipe nor a model takes: for budgets up to the first figure
 # (minutes), the first recipe, and so on. On the development machine (2 cores, where fast94's planned run takes
-# 18-23 minutes) fast94 is measured at and below its planned length (BENCHMARKS.md, "Budget curve"); fast95 needs
-# about 4x fast94's time for its planned 23 epochs, so it takes the budgets from twice fast94's length on, where
-# fast94's schedule would be stretched twofold (the crossover itself is not measured yet).
-BUDGET_RECIPES: tuple[tuple[float, str], ...] = ((45.0, "fast94"), (math.inf, "fast95"))
+# 17-23 minutes): at 10.7 minutes fast94_select (hard-example selection) beat fast94 by 0.5 points with TTA, and at
+# 14.4 minutes the two were level (BENCHMARKS.md, "Fewer FLOPs per epoch"), so it takes the budgets up to 12; fast94
+# is measured at 10.7 and 21.3 minutes ("Budget curve"); fast95 needs about 4x fast94's time for its planned 23
+# epochs, so it takes the budgets from twice fast94's length on, where fast94's schedule would be stretched twofold
+# (that crossover is not measured yet). One seed per point so far.
+BUDGET_RECIPES: tuple[tuple[float, str], ...] = ((12.0, "fast94_select"), (45.0, "fast94"), (math.inf, "fast95"))
 
 
 def recipe_for_budget(minutes: float) -> str:
