@@ -106,3 +106,13 @@ def test_selection_is_refused_under_torchrun_before_the_data_is_read(tmp_path):
     dist = SimpleNamespace(enabled=True, world=2, rank=0)
     with pytest.raises(CifarlabError, match="torchrun"):
         build_parts(cfg, dist, torch.device("cpu"), resuming=False)
+
+
+def test_a_diverging_proxy_stops_the_run_with_one_line():
+    from cifarlab.errors import Diverged
+
+    sel = _selector(select_keep=0.5, select_proxy_every=1)
+    with torch.no_grad():
+        sel.model.head.weight.fill_(float("nan"))
+    with pytest.raises(Diverged, match="selection proxy"):
+        sel(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)), step=0)

@@ -13,6 +13,7 @@ state are saved in every checkpoint, so a resumed run selects exactly what the u
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 
 from ..config import Config
 from ..device import autocast
+from ..errors import Diverged
 from ..models.fast import FastNet
 from .optim import group_scales, make_optimizer, set_lrs
 
@@ -63,8 +65,12 @@ class HardSelector:
             if self.base_lr is not None:
                 base = self.base_lr(step)
                 set_lrs(self.optimizer, [base * s for s in group_scales(self.optimizer)])
+            loss = losses[idx].mean()
+            if not math.isfinite(loss.item()):  # a diverged proxy would choose at random from then on
+                raise Diverged(f"the selection proxy's loss is {loss.item()} at step {step}; lower the learning "
+                               "rate or select_proxy_widths (the last good checkpoint is kept)")
             self.optimizer.zero_grad(set_to_none=True)
-            losses[idx].mean().backward()
+            loss.backward()
             self.optimizer.step()
         return x[idx], y[idx]
 
