@@ -282,3 +282,25 @@ def test_a_run_scores_its_last_val_pass_and_its_final_tta_in_one_evaluation(tmp_
                            tta_margin=0.5)
     assert res.summary["final_tta"]["val_top1"] == pytest.approx(ev["top1"], abs=1e-6)
     assert _rows(res.run_dir)[-1]["val_top1"] == pytest.approx(ckpt["metrics"]["val_top1"])
+
+
+def test_the_reserve_for_the_final_evaluation_counts_one_plain_pass_and_the_unsure_views():
+    from types import SimpleNamespace
+
+    from cifarlab.training.clock import Clock
+    from cifarlab.training.trainer import UNSURE_PRIOR, Trainer
+
+    def reserve(row, **cfg):
+        cfg = make_config(tta="flip_translate", **cfg)
+        stub = SimpleNamespace(cfg=cfg, clock=Clock(10.0, 100, 0.0, False),
+                               parts=SimpleNamespace(val_loader=SimpleNamespace(labels=torch.zeros(300))))
+        Trainer._keep_time_for_evaluation(stub, row)
+        return stub.clock.reserve
+
+    views = len(TTA_VIEWS["flip_translate"]) - 1
+    timed = {"train_time": 60.0, "images": 900, "eval_time": 2.0}
+    assert reserve(timed) == pytest.approx(2.0 * (1 + views))  # every image gets the views
+    assert reserve({**timed, "val_unsure": 0.2}, tta_margin=0.5) == pytest.approx(2.0 * (1 + views * 0.2))
+    # no val pass timed yet: a pass is a third of training's time per image, the unsure share the prior
+    untimed = {"train_time": 60.0, "images": 900}
+    assert reserve(untimed, tta_margin=0.5) == pytest.approx(60 / 900 * 300 / 3 * (1 + views * UNSURE_PRIOR))
