@@ -133,10 +133,12 @@ def build_parts(cfg: Config, dist: DistContext, device: torch.device, resuming: 
     if cfg.pretrained and not resuming:
         skipped = load_weights(model, read_state_dict(cfg.pretrained, cfg.model), where=cfg.pretrained)
         log.info("weights from %s%s", cfg.pretrained, f" (new classifier: {', '.join(skipped)})" if skipped else "")
-    # A seeded random subset for data-set stems: sources are often sorted by class (the JPEG tarball is).
-    pick = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
+    whitening = None  # a seeded random subset for data-set stems: sources are often sorted by class
+    if hasattr(model, "init_from_data") or cfg.select_keep < 1:
+        pick = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
+        whitening = normalize(splits.train.images[pick], mean, std)
     if hasattr(model, "init_from_data"):  # e.g. the fast nets' patch-whitening stem
-        model.init_from_data(normalize(splits.train.images[pick], mean, std))
+        model.init_from_data(whitening)
     model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -152,8 +154,7 @@ def build_parts(cfg: Config, dist: DistContext, device: torch.device, resuming: 
     val_loader = (BatchLoader(splits.val, cfg.eval_batch_size, mean=mean, std=std, device=device,
                               channels_last=cfg.channels_last, resize=cfg.resize, interpolation=cfg.interpolation)
                   if splits.val is not None else None)
-    selector = (HardSelector(cfg, len(splits.classes), normalize(splits.train.images[pick], mean, std), device)
-                if cfg.select_keep < 1 else None)
+    selector = HardSelector(cfg, len(splits.classes), whitening, device) if cfg.select_keep < 1 else None
     teacher = (Teacher(cfg.teacher, num_classes=len(splits.classes), mean=mean, std=std, resize=cfg.resize,
                        device=device) if cfg.teacher else None)
     return Parts(splits=splits, mean=mean, std=std, model_args=model_args, model=model, eval_model=eval_model,
