@@ -265,6 +265,24 @@ def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace, extra: list[str]) -> int:
+    from .pruning import prune_checkpoint
+
+    path, cut, recipe = prune_checkpoint(args.checkpoint, args.out, amount=args.amount, params=args.params,
+                                         epochs=args.epochs, data=args.data, overrides=_parse_overrides(extra))
+    kept = ", ".join(str(n) for n in cut.model_args["inner_widths"])
+    print(f"wrote {path}: {cut.before:,} -> {cut.after:,} parameters ({cut.after / cut.before:.1%}); "
+          f"filters kept inside the blocks: {kept}")
+    if recipe is None:
+        print(f"to fine-tune it: cifarlab train --recipe RECIPE --data DATA --pretrained {path} "
+              f"--model-args '{{inner_widths: [{kept}]}}' (or prune with --epochs N)")
+        return 0
+    from .api import train
+
+    train(str(recipe), report=not args.no_report, **_parse_overrides(extra))
+    return 0
+
+
 def cmd_push(args: argparse.Namespace, extra: list[str]) -> int:
     from .hub import push, write_hub_folder
 
@@ -328,6 +346,17 @@ def _count(low: int, high: int | None = None):
         return value
     parse.__name__ = f"whole number >= {low}"
     return parse
+
+
+def _share(text: str) -> float:
+    """An argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:  # nan fails this too
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
 
 
 def _train_parser(sub) -> None:
@@ -433,6 +462,27 @@ cifarlab export runs/fast94/best.pt --format state_dict --out fast94_weights.pt"
                          "state_dict (torch.save of the weights)")
     ex.add_argument("--out", required=True, help="file to write")
     ex.set_defaults(func=cmd_export)
+
+    pr = sub.add_parser("prune", help="drop the weakest filters of a checkpoint's residual blocks (L1 norm), save "
+                                      "the smaller net and fine-tune it",
+                        description="Structured pruning (Li et al. 2017): in every residual block, the first conv's "
+                                    "filters with the smallest L1 norm go, with their batch-norm channels and the "
+                                    "second conv's matching inputs. The smaller net is written to OUT/pruned.pt; with "
+                                    "--epochs N it is then fine-tuned in OUT with the run's own recipe (any config "
+                                    "key as --key value).",
+                        examples="""
+cifarlab prune runs/resnet9/best.pt --amount 0.3 --out runs/resnet9-pruned --epochs 10 --lr 0.002
+cifarlab prune runs/resnet9/best.pt --params 3M --out runs/resnet9-3M --epochs 10
+cifarlab prune runs/resnet9/best.pt --amount 0.5 --out pruned/   # cut only, no fine-tuning""")
+    pr.add_argument("checkpoint", help="cifarlab checkpoint (.pt) or run directory")
+    how = pr.add_mutually_exclusive_group(required=True)
+    how.add_argument("--amount", type=_share, help="share of each block's filters to drop, in [0, 1)")
+    how.add_argument("--params", help="drop as few filters as bring the net within this many parameters (3M, 800k)")
+    pr.add_argument("--out", required=True, help="folder for pruned.pt and the fine-tuning run (new or empty)")
+    pr.add_argument("--epochs", type=_count(0), default=0, help="epochs of fine-tuning (0 = only cut)")
+    pr.add_argument("--data", help="training data for the fine-tuning (default: the run's own)")
+    pr.add_argument("--no-report", action="store_true", help="skip the fine-tuning run's plots and report.html")
+    pr.set_defaults(func=cmd_prune)
 
     pu = sub.add_parser("push", help="upload a run's model to the Hugging Face Hub with a model card",
                         examples="""
@@ -592,7 +642,7 @@ def _configure_logging(level: int) -> logging.Handler:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "train" and getattr(args, "sweep_command", None) != "run":
+    if extra and args.command not in ("train", "prune") and getattr(args, "sweep_command", None) != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handler = _configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:

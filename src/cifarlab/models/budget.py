@@ -64,6 +64,8 @@ def fit_widths(name: str, build: Callable[..., nn.Module], kwargs: dict[str, Any
                             "the fast and CIFAR ResNet families do")
     if "widths" in kwargs:
         raise CifarlabError(f"model '{name}': give 'params' or 'widths', not both")
+    if kwargs.get("inner_widths") is not None:  # a pruned net's own counts do not scale with the widths
+        raise CifarlabError(f"model '{name}': give 'params' or 'inner_widths' (a pruned net's), not both")
     base = tuple(accepted["widths"].default)
     smallest = _count(build, (1,) * len(base), kwargs)
     if limit < smallest:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .registry import register_model
-from .resnet import BasicBlock
+from .resnet import BasicBlock, _inner_widths
 
 
 class SimpleConvPack(nn.Module):
@@ -77,8 +77,9 @@ class Seed004ResNet(nn.Module):
     max-pool over the 4x4 map -> linear."""
 
     def __init__(self, num_classes: int = 100, dropout: float = 0.0, block_dropout: float = 0.0,
-                 stem_dropout: float = 0.0):
+                 stem_dropout: float = 0.0, inner_widths: list[int] | None = None):
         super().__init__()
+        inner = iter(_inner_widths(inner_widths, 12))
         self.conv1 = nn.Conv2d(3, 32, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(32)
         self.stem_dropout = nn.Dropout(stem_dropout)
@@ -87,7 +88,7 @@ class Seed004ResNet(nn.Module):
             blocks = []
             for j in range(n):
                 stride = 2 if (i > 0 and j == 0) else 1
-                blocks.append(BasicBlock(in_planes, width, stride, block_dropout, shortcut_kernel=3))
+                blocks.append(BasicBlock(in_planes, width, stride, block_dropout, shortcut_kernel=3, inner=next(inner)))
                 in_planes = width
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
@@ -108,6 +109,6 @@ def seed002_net(num_classes: int = 10, dropout: float = 0.0, block_dropout: floa
 
 @register_model
 def seed004_resnet(num_classes: int = 100, dropout: float = 0.0, block_dropout: float = 0.0,
-                   stem_dropout: float = 0.0) -> Seed004ResNet:
+                   stem_dropout: float = 0.0, inner_widths: list[int] | None = None) -> Seed004ResNet:
     """Study 004's CIFAR-100 ResNet, 3,903,620 parameters at 100 classes."""
-    return Seed004ResNet(num_classes, dropout, block_dropout, stem_dropout)
+    return Seed004ResNet(num_classes, dropout, block_dropout, stem_dropout, inner_widths)

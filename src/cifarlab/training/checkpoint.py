@@ -42,6 +42,7 @@ MODEL_KEYS = {
 }
 OPTIONAL_KEYS = {
     "imported_from": "the state-dict file an imported checkpoint was made from",
+    "pruned_from": "the checkpoint a pruned one was cut from (cifarlab prune)",
     "selector": "hard-example selection's proxy (select_keep < 1): {model, optimizer} state dicts, for --resume",
 }
 TRAINING_KEYS = {
@@ -56,7 +57,8 @@ TRAINING_KEYS = {
 
 def build_checkpoint(*, model: str, model_args: dict, classes: list[str], mean: list[float], std: list[float],
                      state_dict: dict, config: dict, metrics: dict, epoch: int, step: int,
-                     training: dict[str, Any] | None = None, imported_from: str | None = None) -> dict[str, Any]:
+                     training: dict[str, Any] | None = None, imported_from: str | None = None,
+                     pruned_from: str | None = None) -> dict[str, Any]:
     """The checkpoint dict. `training` (a trainer's checkpoint) holds exactly the TRAINING_KEYS but `rng`,
     which is taken here, at the moment of saving."""
     ckpt = {"version": CHECKPOINT_VERSION, "cifarlab_version": __version__, "model": model,
@@ -65,6 +67,8 @@ def build_checkpoint(*, model: str, model_args: dict, classes: list[str], mean: 
             "config": config, "metrics": metrics, "epoch": epoch, "step": step}
     if imported_from is not None:
         ckpt["imported_from"] = imported_from
+    if pruned_from is not None:
+        ckpt["pruned_from"] = pruned_from
     if training is not None:
         ckpt.update(training, rng=rng_state())
     check_keys(ckpt, "checkpoint")
