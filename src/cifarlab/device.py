@@ -31,6 +31,16 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (avx512_bf16 or AMX); without it, bf16 autocast is emulated
+    and slower than fp32. An unknown answer (another torch) counts as yes: no false alarm."""
+    probes = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    try:
+        return any(p() for p in probes if p is not None) or all(p is None for p in probes)
+    except Exception:  # noqa: BLE001 - a probe that fails says nothing either way
+        return True
+
+
 def autocast(device: torch.device, precision: str = "auto"):
     enabled = resolve_precision(precision, device) == "bf16"
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)

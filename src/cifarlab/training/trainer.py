@@ -31,7 +31,7 @@ import torch
 from .._version import __version__
 from ..config import RESUMABLE, Config, apply_overrides, find_recipe, make_config, to_yaml, validate
 from ..data.fetch import data_reference
-from ..device import resolve_device
+from ..device import native_bf16, resolve_device, resolve_precision
 from ..errors import CifarlabError, Interrupted
 from ..files import RunLock, read_jsonl, write_text
 from ..models import count_params
@@ -211,6 +211,9 @@ class Trainer:
         self.callbacks = CallbackList(self._callbacks(), dist.main)
         log.info("model %s: %s parameters; %d steps/epoch of %d images on %s", cfg.model,
                  f"{count_params(self.parts.model):,}", self.steps_per_epoch, cfg.batch_size, device)
+        if device.type == "cpu" and resolve_precision(cfg.precision, device) == "bf16" and not native_bf16():
+            log.warning("this CPU has no bf16 instructions (avx512_bf16, AMX): bf16 autocast is emulated and "
+                        "slower than fp32 here; --precision fp32 gives the same accuracy faster")
 
     def _restore(self, r: dict[str, Any], device: torch.device) -> None:
         p = self.parts
