@@ -106,3 +106,41 @@ def test_checkpoint_dicts_are_built_in_one_place():
                                                   for k in node.keys):
                 builders.append(path.relative_to(src).as_posix())
     assert set(builders) == {"training/checkpoint.py"}, builders
+
+
+HUGE = {"widths": [1 << 20] * 3}  # a 2^20-channel resnet_small: terabytes if it were built
+HUGE_INNER = {"inner_widths": [1 << 22] * 3}
+
+
+@pytest.mark.parametrize("command, where, args", [
+    ("eval", "model_args", HUGE), ("eval", "model_args", HUGE_INNER), ("export", "model_args", HUGE),
+    ("prune", "model_args", HUGE), ("prune", "model_args", HUGE_INNER),
+    ("resume", "config", HUGE), ("resume", "config", HUGE_INNER),  # --resume builds its net from the config
+])
+def test_a_checkpoint_naming_huge_widths_beside_small_weights_is_one_line_and_builds_nothing(
+        trained_run, tmp_path, capsys, monkeypatch, command, where, args):
+    from cifarlab.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    for name in ("best.pt", "last.pt"):
+        ckpt = torch.load(run / name, weights_only=True)
+        if where == "config":
+            ckpt["config"]["model_args"] = args
+        else:
+            ckpt["model_args"] = args
+        torch.save(ckpt, run / name)
+    real = torch.nn.Conv2d.__init__
+
+    def small_only(self, cin, cout, *a, **k):  # a real (not meta) conv this wide would be the allocation
+        assert cin < 1 << 16 and cout < 1 << 16 or torch.empty(0).device.type == "meta", "built a huge conv"
+        real(self, cin, cout, *a, **k)
+    monkeypatch.setattr(torch.nn.Conv2d, "__init__", small_only)
+    argv = {"eval": ["eval", str(run / "best.pt")],
+            "export": ["export", str(run / "best.pt"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")],
+            "prune": ["prune", str(run / "best.pt"), "--amount", "0.5", "--out", str(tmp_path / "p")],
+            "resume": ["train", "--resume", str(run), "--epochs", "3"]}[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "do not fit model 'resnet_small' with its model_args" in err and err.count("\n") == 1
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "p").exists()

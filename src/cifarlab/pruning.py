@@ -17,7 +17,7 @@ from .config import make_config
 from .errors import CifarlabError
 from .files import make_dir, write_text
 from .models.prune import Pruned, amount_for_budget, prune_filters
-from .training.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
+from .training.checkpoint import build_checkpoint, check_fits, load_checkpoint, save_checkpoint
 
 PRUNED_FILE = "pruned.pt"
 FINE_TUNE_FILE = "finetune.yaml"
@@ -49,6 +49,7 @@ def prune_checkpoint(checkpoint: str | Path, out: str | Path, *, amount: float |
     taken = [n for n in (PRUNED_FILE, FINE_TUNE_FILE, "last.pt", "best.pt", "config.yaml") if (out / n).exists()]
     if taken:
         raise CifarlabError(f"{out} already holds {', '.join(taken)}; give an empty or new folder")
+    check_fits(ckpt)  # before any net is built from its model_args
     args = dict(ckpt.get("model_args") or {})
     if amount is None:
         amount = amount_for_budget(ckpt["model"], ckpt["num_classes"], args, params)

@@ -178,6 +178,7 @@ def restore_rng(rng: dict[str, Any], device: torch.device) -> None:
 
 
 def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
+    check_fits(ckpt)
     model = create_model(ckpt["model"], num_classes=ckpt["num_classes"], **ckpt.get("model_args", {}))
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
@@ -185,3 +186,21 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
         raise CifarlabError(f"checkpoint weights do not fit model '{ckpt['model']}': "
                             f"{str(exc).splitlines()[0]}") from None
     return model
+
+
+def check_fits(ckpt: dict[str, Any]) -> None:
+    """The net that `model` and `model_args` describe has exactly the state dict's tensor shapes, checked on the
+    meta device (no memory) before anything is built: a file that names huge widths beside small weights would
+    otherwise make its reader allocate whatever it asks for."""
+    try:
+        with torch.device("meta"):
+            shell = create_model(ckpt["model"], num_classes=ckpt["num_classes"], **ckpt.get("model_args", {}))
+    except (TypeError, ValueError, RuntimeError) as exc:  # model_args the factory cannot take
+        raise CifarlabError(f"checkpoint's model_args do not build model '{ckpt['model']}': "
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    want = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if isinstance(v, torch.Tensor)}
+    if want != have:
+        odd = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+        raise CifarlabError(f"checkpoint weights do not fit model '{ckpt['model']}' with its model_args: "
+                            f"{len(odd)} tensors differ ({', '.join(odd[:3])}{', ...' if len(odd) > 3 else ''})")

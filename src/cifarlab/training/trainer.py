@@ -35,6 +35,7 @@ from ..device import native_bf16, resolve_device, resolve_precision
 from ..errors import CifarlabError, Interrupted
 from ..files import RunLock, read_jsonl, write_text
 from ..models import count_params
+from ..models.registry import resolve_model_args
 from .callbacks import (
     Callback,
     CallbackList,
@@ -46,7 +47,7 @@ from .callbacks import (
     RunReport,
     WeightAveraging,
 )
-from .checkpoint import build_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from .checkpoint import build_checkpoint, check_fits, load_checkpoint, restore_rng, save_checkpoint
 from .clock import Clock
 from .distill import distillation_loss
 from .distributed import DistContext, init_distributed
@@ -54,7 +55,7 @@ from .engine import TTA_VIEWS, evaluate_model, train_one_epoch
 from .loggers import loggers_from_config
 from .optim import group_scales
 from .schedules import step_lrs
-from .setup import build_parts
+from .setup import build_parts, model_args_of
 from .state import EpochState, TrainState
 
 log = logging.getLogger("cifarlab")
@@ -537,6 +538,9 @@ def train(recipe: str | None = None, data: str | None = None, *, resume: str | N
         if "train_state" not in ckpt:
             raise CifarlabError(f"{resume} holds no training state to resume (an imported or exported checkpoint)")
         cfg = resume_config(ckpt, path if path.is_dir() else path.parent, recipe, data, overrides)
+        # the net the saved config describes has the saved weights' shapes (checked without memory), before the
+        # data is read or a net is built: a file cannot make the resume allocate what its weights do not hold
+        check_fits({**ckpt, "model": cfg.model, "model_args": resolve_model_args(cfg.model, **model_args_of(cfg))})
         return Trainer(cfg, resume_from=ckpt, reporter=reporter, on_epoch=on_epoch, callbacks=callbacks).fit()
     cfg = make_config(recipe, **({"data": data} if data is not None else {}), **overrides)
     return Trainer(cfg, reporter=reporter, on_epoch=on_epoch, callbacks=callbacks).fit()
