@@ -197,3 +197,10 @@ def test_an_occupied_folder_is_refused_and_kept(trained, capsys):
     assert main(["prune", str(best), "--amount", "0.5", "--out", str(out)]) == 2
     assert "already holds pruned.pt" in capsys.readouterr().err
     assert (out / "pruned.pt").read_bytes() == before
+
+
+def test_prune_under_torchrun_is_refused_before_anything_is_written(trained, capsys, monkeypatch):
+    root, best = trained
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["prune", str(best), "--amount", "0.5", "--out", str(root / "ddp"), "--epochs", "1"]) == 2
+    assert "runs in one process" in capsys.readouterr().err and not (root / "ddp").exists()

@@ -8,6 +8,7 @@ original run's, with the pruned ``model_args``), starting from the pruned weight
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,9 @@ def prune_checkpoint(checkpoint: str | Path, out: str | Path, *, amount: float |
     that many epochs in OUT (the original run's config from the pruned weights, with `data` and `overrides`),
     checked before anything is written. Returns the two paths (the second None without `epochs`) and what was cut."""
     overrides = dict(overrides or {})
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):  # every rank would cut and write the same files
+        raise CifarlabError("cifarlab prune runs in one process: cut without torchrun (no --epochs), then fine-tune "
+                            "under torchrun with the train command it prints")
     if (amount is None) == (params is None):
         raise CifarlabError("give the share of filters to prune (--amount 0.3) or a parameter budget "
                             "(--params 3M), one of the two")
