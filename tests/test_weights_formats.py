@@ -76,7 +76,10 @@ def test_a_plain_safetensors_state_dict_loads_where_a_state_dict_is_taken(traine
                     "plain safetensors state dict", "--model")
     assert main(["predict", str(plain), "--model", "resnet_small", *norm, "--input", str(images),
                  "--out", str(tmp_path / "p.csv")]) == 0
-    assert (tmp_path / "p.csv").read_text() == _predictions(trained_run / "best.pt", images, tmp_path, "ref")[0]
+    # a plain state dict carries no precision and predicts in fp32: the run's checkpoint, read in fp32, agrees
+    ckpt["config"]["precision"] = "fp32"
+    torch.save(ckpt, tmp_path / "fp32.pt")
+    assert (tmp_path / "p.csv").read_text() == _predictions(tmp_path / "fp32.pt", images, tmp_path, "ref")[0]
     assert main(["import", str(plain), "--model", "resnet_small", *norm, "--out", str(tmp_path / "imp.pt")]) == 0
     # as the weights a run starts from
     assert main(["train", "--recipe", "seed001_small", "--data", str(trained_run.parent), "--epochs", "1",
@@ -99,6 +102,10 @@ def test_a_broken_safetensors_file_is_one_line(trained_run, tmp_path, capsys):
     save_file(state, str(bad), metadata={"cifarlab": json.dumps({**meta, "std": [0.2, -1, 0.2]})})
     _one_error_line(capsys, ["eval", str(bad), "--data", str(trained_run.parent), "--split", "test"],
                     "cifarlab.std must be positive")
+    assert meta["precision"] == load_checkpoint(trained_run / "best.pt")["config"]["precision"]  # carried over
+    save_file(state, str(bad), metadata={"cifarlab": json.dumps({**meta, "precision": "fp8"})})
+    _one_error_line(capsys, ["eval", str(bad), "--data", str(trained_run.parent), "--split", "test"],
+                    "cifarlab.precision must be auto, fp32 or bf16")
 
 
 def test_pt2_round_trip_gives_identical_predictions(trained_run, tmp_path, capsys):

@@ -76,7 +76,8 @@ def model_meta(ckpt: dict[str, Any]) -> dict[str, Any]:
     cfg = ckpt.get("config", {})
     return {"model": ckpt["model"], "model_args": ckpt.get("model_args", {}), "classes": ckpt.get("classes") or [],
             "mean": ckpt["mean"], "std": ckpt["std"], "input_size": int(cfg.get("resize") or 32),
-            "interpolation": cfg.get("interpolation", "bilinear"), "cifarlab_version": ckpt.get("cifarlab_version"),
+            "interpolation": cfg.get("interpolation", "bilinear"), "precision": cfg.get("precision", "auto"),
+            "cifarlab_version": ckpt.get("cifarlab_version"),
             "metrics": {k: v for k, v in (ckpt.get("metrics") or {}).items() if isinstance(v, (int, float))}}
 
 
@@ -101,6 +102,9 @@ def check_meta(path: str | Path, meta: Any) -> dict[str, Any]:
         raise CifarlabError(f"{path}: metadata cifarlab.interpolation must be one of {', '.join(INTERPOLATIONS)}")
     if not isinstance(meta.get("model_args", {}), dict):
         raise CifarlabError(f"{path}: metadata cifarlab.model_args must be a mapping")
+    if meta.get("precision", "fp32") not in ("auto", "fp32", "bf16"):
+        raise CifarlabError(f"{path}: metadata cifarlab.precision must be auto, fp32 or bf16; "
+                            f"got {meta['precision']!r}")
     return meta
 
 
@@ -141,7 +145,8 @@ def checkpoint_from_safetensors(path: str | Path) -> dict[str, Any]:
     if not isinstance(meta.get("model"), str):
         raise CifarlabError(f"{path}: metadata cifarlab.model must be a model name")
     size = meta.get("input_size", 32)
-    config = {"model": meta["model"], "precision": "fp32", "resize": 0 if size == 32 else size,
+    # the precision the run evaluated in, so predictions match its checkpoint's (files from before it was kept: fp32)
+    config = {"model": meta["model"], "precision": meta.get("precision", "fp32"), "resize": 0 if size == 32 else size,
               "interpolation": meta.get("interpolation", "bilinear"), "val_split": 0}
     classes = meta.get("classes") or [str(i) for i in range(_classifier_width(state))]
     return build_checkpoint(model=meta["model"], model_args=meta.get("model_args", {}), classes=classes,
