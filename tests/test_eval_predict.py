@@ -123,3 +123,52 @@ def test_a_run_without_validation_names_the_metric_that_chose_best_pt(tmp_path, 
     assert last.startswith(f"done: best train_loss {summary['best']:.4f} at epoch {summary['best_epoch']} "
                            "(no validation split: the lowest training loss)")
     assert "val_top1" not in last
+
+
+def test_precision_overrides_the_runs_own_for_eval_and_predict(trained_run, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from cifarlab.training.checkpoint import load_checkpoint, model_from_checkpoint
+    from cifarlab.evaluation.evaluate import inference_loader
+    from cifarlab.evaluation.predict import load_inputs
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    assert load_checkpoint(run / "best.pt")["config"]["precision"] == "bf16"  # the study recipe's
+    assert main(["eval", str(run)]) == 0
+    assert main(["eval", str(run), "--precision", "fp32"]) == 0
+    own = json.loads((run / "eval-val" / "metrics.json").read_text())
+    fp32 = json.loads((run / "eval-val-fp32" / "metrics.json").read_text())  # its own folder: nothing overwritten
+    assert (own["precision"], fp32["precision"]) == ("bf16", "fp32")
+    assert main(["eval", str(run), "--precision", "bf16", "--out", str(tmp_path / "same")]) == 0
+    assert json.loads((tmp_path / "same" / "metrics.json").read_text())["loss"] == own["loss"]
+
+    make_unlabeled_pickle(tmp_path / "nl.pkl", n=12)
+    ckpt = load_checkpoint(run / "best.pt")
+    net = model_from_checkpoint(ckpt).eval()
+    x = torch.cat([b[0] for b in inference_loader(load_inputs([tmp_path / "nl.pkl"]), ckpt, 500, "cpu")])
+    with torch.no_grad():
+        expected = net(x.float()).float().softmax(1)
+    res32 = cifarlab.predict(run / "best.pt", tmp_path / "nl.pkl", out=None, precision="fp32")
+    res16 = cifarlab.predict(run / "best.pt", tmp_path / "nl.pkl", out=None)
+    assert torch.allclose(res32["probs"], expected, atol=1e-5)  # plain fp32 arithmetic
+    assert not torch.allclose(res16["probs"], expected, atol=1e-5)  # the run's own bf16 autocast by default
+    assert main(["predict", str(run / "best.pt"), "--input", str(tmp_path / "nl.pkl"), "--out",
+                 str(tmp_path / "p.csv"), "--precision", "fp32"]) == 0
+    rows = (tmp_path / "p.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[1]) for r in rows] == res32["pred"]
+
+
+def test_precision_that_cannot_apply_is_one_line(trained_run, tmp_path, capsys):
+    fake = tmp_path / "model.onnx"
+    fake.write_bytes(b"not read: refused before loading")
+    for cmd in (["eval", str(fake), "--data", str(trained_run)], ["predict", str(fake), "--input", str(fake)]):
+        assert main([*cmd, "--precision", "bf16"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "ONNX" in err and "fp32" in err and len(err.splitlines()) == 1
+    try:
+        cifarlab.predict(trained_run, [tmp_path], out=None, precision="fp16")
+    except cifarlab.CifarlabError as exc:
+        assert "precision must be one of auto, fp32, bf16" in str(exc)
+    else:
+        raise AssertionError("fp16 was accepted")

@@ -77,7 +77,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
 
     m = evaluate(args.checkpoint, args.data, split=args.split, out=args.out, batch_size=args.batch_size,
                  device=args.device, tta=args.tta, tta_margin=args.tta_margin, model=args.model, mean=args.mean,
-                 std=args.std)
+                 std=args.std, precision=args.precision)
     print(format_report(m))
     return 0
 
@@ -93,7 +93,7 @@ def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
     res = predict(args.checkpoint, args.input, out, tta=args.tta, tta_margin=args.tta_margin,
                   label_names=args.label_names,
                   topk=args.topk or 1, force=args.force, batch_size=args.batch_size, device=args.device,
-                  model=args.model, mean=args.mean, std=args.std)
+                  model=args.model, mean=args.mean, std=args.std, precision=args.precision)
     if images_only or args.topk:
         for ident, top in zip(res["ids"], res["topk"], strict=True):
             print(f"{ident}: " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in top))
@@ -300,6 +300,9 @@ def cmd_push(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _weights_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="compute in this precision instead of the one the run evaluated in (its config's); "
+                        "fp32 gives a bf16 run the labels of its ONNX export")
     p.add_argument("--model", help="the checkpoint is a plain state dict of this registered model")
     p.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"),
                    help="with --model: normalization mean it was trained with ([0,1] units)")

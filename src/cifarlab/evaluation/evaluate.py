@@ -51,6 +51,26 @@ def load_for_inference(checkpoint: str | Path, device: str = "auto", *, model: s
     return model_from_checkpoint(ckpt).to(dev), ckpt, dev
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def check_precision(checkpoint: str | Path, precision: str | None) -> None:
+    """Refuse a precision that cannot apply, before anything is loaded."""
+    if precision is None:
+        return
+    if precision not in PRECISIONS:
+        raise CifarlabError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if str(checkpoint).lower().endswith(".onnx") and precision == "bf16":
+        raise CifarlabError(f"{checkpoint}: an ONNX model computes in fp32 under onnxruntime; --precision bf16 "
+                            "applies to checkpoints and .safetensors files")
+
+
+def inference_precision(ckpt: dict[str, Any], precision: str | None) -> str:
+    """The precision to run the net in: `precision` when given, else the one the run evaluated in (its config's;
+    an ONNX file's is fp32: onnxruntime runs the graph as exported)."""
+    return precision if precision is not None else ckpt.get("config", {}).get("precision", "auto")
+
+
 def inference_loader(images: ImageSet, ckpt: dict[str, Any], batch_size: int, device) -> BatchLoader:
     """Batches prepared as the checkpoint's training prepared them: same normalization, same resize."""
     cfg = ckpt.get("config", {})
@@ -61,7 +81,8 @@ def inference_loader(images: ImageSet, ckpt: dict[str, Any], batch_size: int, de
 def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | None = None,
              out: str | Path | None = None, batch_size: int = 500, device: str = "auto",
              tta: str | bool = "none", model: str | None = None, mean: list[float] | None = None,
-             std: list[float] | None = None, tta_margin: float = 0.0) -> dict[str, Any]:
+             std: list[float] | None = None, tta_margin: float = 0.0, precision: str | None = None
+             ) -> dict[str, Any]:
     """Evaluate `checkpoint` on `split` of `data`. Without `data`, the data it trained on and, by default, the
     validation part it held out (test when it had none); with new `data`, its test split when it has one, else
     all of it. `checkpoint` may also be a run directory, an exported ``.safetensors`` or ``.onnx`` file,
@@ -69,11 +90,15 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
 
     Writes ``metrics.json``, ``confusion.csv/.png`` and ``per_class.csv/.png`` into `out` (default:
     ``eval-<split>/`` in the run directory, ``eval-<split>-tta-<mode>/`` with test-time augmentation) and returns
-    the metrics.
+    the metrics. `precision` (auto, fp32, bf16) overrides the one the run evaluated in, e.g. fp32 to match an
+    ONNX export of a bf16 run; an evaluation in another precision gets its own ``-<precision>`` folder.
     """
     tta, tta_margin = _tta(tta), _margin(tta_margin)
+    check_precision(checkpoint, precision)
     net, ckpt, dev = load_for_inference(checkpoint, device, model=model, mean=mean, std=std)
     cfg = ckpt.get("config", {})
+    own_precision = cfg.get("precision", "auto")
+    precision = inference_precision(ckpt, precision)
     trained_on = cfg.get("data")
     if not (data or trained_on):
         raise CifarlabError("no data given and the checkpoint does not record any: pass --data")
@@ -89,12 +114,13 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
     if images.classes and len(images.classes) != ckpt["num_classes"]:
         raise CifarlabError(f"data has {len(images.classes)} classes but the model predicts {ckpt['num_classes']}")
     res = evaluate_model(net, inference_loader(images, ckpt, batch_size, dev), ckpt["num_classes"], tta=tta,
-                         progress=True, precision=cfg.get("precision", "auto"), tta_margin=tta_margin)
+                         progress=True, precision=precision, tta_margin=tta_margin)
     classes = ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])]
     per_class = per_class_accuracy(res["confusion"]).tolist()
 
     tta_margin = tta_margin if tta != "none" else 0.0
-    out_dir = Path(out) if out else _eval_dir(checkpoint, split, tta, tta_margin)
+    out_dir = Path(out) if out else _eval_dir(checkpoint, split, tta, tta_margin,
+                                               precision if precision != own_precision else "")
     make_dir(out_dir)
     with atomic_write(out_dir / "confusion.csv", "w", newline="") as fh:
         w = csv.writer(fh)
@@ -108,7 +134,8 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
             w.writerow([name, f"{acc:.4f}", cnt])
     metrics = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "count": res["count"],
                "loss": res["loss"], "top1": res["top1"], "top2": res["top2"], "top3": res["top3"],
-               "per_class": dict(zip(classes, per_class, strict=True)), "tta": tta, "tta_margin": tta_margin}
+               "per_class": dict(zip(classes, per_class, strict=True)), "tta": tta, "tta_margin": tta_margin,
+               "precision": precision}
     write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     plots.confusion(res["confusion"], classes, out_dir / "confusion.png", title=f"confusion matrix ({split})")
     plots.per_class(per_class, classes, out_dir / "per_class.png")
@@ -118,10 +145,12 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
     return metrics
 
 
-def _eval_dir(checkpoint: str | Path, split: str, tta: str, margin: float = 0.0) -> Path:
-    """eval-<split>[-tta-<mode>[-margin-<m>]] inside the run (the checkpoint's folder), so that evaluations of
-    different splits or modes never overwrite each other and nothing is written outside the run."""
-    name = f"eval-{split}" + (f"-tta-{tta}" if tta != "none" else "") + (f"-margin-{margin:g}" if margin else "")
+def _eval_dir(checkpoint: str | Path, split: str, tta: str, margin: float = 0.0, precision: str = "") -> Path:
+    """eval-<split>[-tta-<mode>[-margin-<m>]][-<precision>] inside the run (the checkpoint's folder), so that
+    evaluations of different splits, modes or precisions never overwrite each other and nothing is written outside
+    the run."""
+    name = (f"eval-{split}" + (f"-tta-{tta}" if tta != "none" else "") + (f"-margin-{margin:g}" if margin else "")
+            + (f"-{precision}" if precision else ""))
     if is_hub(checkpoint):
         return Path.cwd() / name
     path = Path(checkpoint).resolve()

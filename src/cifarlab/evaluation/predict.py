@@ -21,7 +21,7 @@ from ..files import atomic_write, make_dir
 from ..training.engine import evaluate_model
 from ..training.engine import tta_margin as _margin
 from ..training.engine import tta_mode as _tta
-from .evaluate import inference_loader, load_for_inference
+from .evaluate import check_precision, inference_loader, inference_precision, load_for_inference
 
 
 def _read_image(path: Path, size: int = 32) -> np.ndarray:
@@ -65,14 +65,16 @@ def load_inputs(paths: list[str | Path]) -> ImageSet:
 def predict(checkpoint: str | Path, inputs: str | Path | list, out: str | Path | None = "submission.csv", *,
             tta: str | bool = "none", label_names: bool = False, topk: int = 1, force: bool = False,
             batch_size: int = 500, device: str = "auto", model: str | None = None, mean: list[float] | None = None,
-            std: list[float] | None = None, tta_margin: float = 0.0) -> dict[str, Any]:
+            std: list[float] | None = None, tta_margin: float = 0.0, precision: str | None = None
+            ) -> dict[str, Any]:
     """Predict a class for every input image; with `out`, write ``ID,Labels`` rows there (a Kaggle submission).
 
     `checkpoint` is a cifarlab checkpoint or run directory, an exported ``.safetensors`` or ``.onnx`` file,
     ``hf-hub:USER/NAME``, or a plain state dict with `model`, `mean` and `std`. Labels are class indices (the
     Kaggle convention), or class names with ``label_names=True``. An existing `out` is refused unless `force`
     (``out=None`` writes nothing). Returns ids, predicted indices, softmax probabilities and, per input, the
-    `topk` (class name, probability) pairs.
+    `topk` (class name, probability) pairs. `precision` (auto, fp32, bf16) overrides the one the run evaluated in:
+    fp32 gives a bf16 run the labels its ONNX export gives.
     """
     if not isinstance(topk, int) or isinstance(topk, bool) or topk < 1:
         raise CifarlabError(f"topk must be a whole number >= 1, got {topk!r}")
@@ -81,14 +83,16 @@ def predict(checkpoint: str | Path, inputs: str | Path | list, out: str | Path |
         raise CifarlabError(f"{out} is a directory; --out names the CSV file to write")
     if out is not None and Path(out).exists() and not force:
         raise CifarlabError(f"{out} exists; pass --force (force=True) to replace it, or another --out")
+    check_precision(checkpoint, precision)
     net, ckpt, dev = load_for_inference(checkpoint, device, model=model, mean=mean, std=std)
+    precision = inference_precision(ckpt, precision)
     data = load_inputs(inputs if isinstance(inputs, list) else [inputs])
     loader = inference_loader(data, ckpt, batch_size, dev)
     if ckpt["num_classes"] is None:  # an ONNX file without class names: its output width
         ckpt["num_classes"] = int(net(next(iter(loader))[0][:1]).shape[1])
     probs = evaluate_model(net, loader, ckpt["num_classes"], tta=tta, tta_margin=tta_margin,
                            return_outputs=True,
-                           precision=ckpt.get("config", {}).get("precision", "auto"), progress=True)["probs"]
+                           precision=precision, progress=True)["probs"]
     pred = probs.argmax(1).tolist()
     classes = ckpt.get("classes") or [str(i) for i in range(ckpt["num_classes"])]
     top_p, top_i = probs.topk(min(topk, probs.shape[1]), dim=1)
