@@ -128,9 +128,9 @@ def test_a_run_without_validation_names_the_metric_that_chose_best_pt(tmp_path, 
 def test_precision_overrides_the_runs_own_for_eval_and_predict(trained_run, tmp_path, capsys, monkeypatch):
     import torch
 
-    from cifarlab.training.checkpoint import load_checkpoint, model_from_checkpoint
     from cifarlab.evaluation.evaluate import inference_loader
     from cifarlab.evaluation.predict import load_inputs
+    from cifarlab.training.checkpoint import load_checkpoint, model_from_checkpoint
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
