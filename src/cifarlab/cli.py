@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from ._version import __version__
-from .config import INTERPOLATIONS, MAX_RESIZE
+from .config import INTERPOLATIONS, MAX_RESIZE, PRECISIONS
 from .errors import CifarlabError, Interrupted, did_you_mean
 
 log = logging.getLogger("cifarlab")
@@ -300,7 +300,7 @@ def cmd_push(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _weights_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+    p.add_argument("--precision", choices=PRECISIONS,
                    help="compute in this precision instead of the one the run evaluated in (its config's); "
                         "fp32 gives a bf16 run the labels of its ONNX export")
     p.add_argument("--model", help="the checkpoint is a plain state dict of this registered model")

@@ -141,6 +141,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 RESUMABLE = ("epochs", "time_budget", "progress", "threads", "checkpoint_every", "device", "tensorboard", "csv_log",
              "mlflow", "wandb", "out", "early_stop_patience", "val_every", "tta", "tta_margin")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")  # PIL's resize filters
+PRECISIONS = ("auto", "fp32", "bf16")  # `precision`; also eval/predict's --precision
 # The largest size images are resized to (px): 32-px CIFAR images gain nothing beyond it, and a batch at 6,000 px
 # would need gigabytes per image before any check could say so.
 MAX_RESIZE = 1024
@@ -191,7 +192,7 @@ def _coerce(name: str, value: Any) -> Any:
 # Plain vocabularies. Those with an implementation table (optimizer, schedule, tta, best_metric, plateau_metric)
 # are checked against that table (cifarlab.training.setup.VOCABULARIES).
 _CHOICES = {
-    "precision": ("auto", "fp32", "bf16"),
+    "precision": PRECISIONS,
     "muon_ns_precision": ("fp32", "bf16"),
     "schedule_interval": ("step", "epoch"),
     "cyclic_mode": ("triangular", "triangular2", "exp_range"),

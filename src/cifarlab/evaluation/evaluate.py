@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..config import PRECISIONS
 from ..data import BatchLoader, ImageSet, load_eval_split, open_source
 from ..data.fetch import data_reference
 from ..device import resolve_device
@@ -51,9 +52,6 @@ def load_for_inference(checkpoint: str | Path, device: str = "auto", *, model: s
     return model_from_checkpoint(ckpt).to(dev), ckpt, dev
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
 def check_precision(checkpoint: str | Path, precision: str | None) -> None:
     """Refuse a precision that cannot apply, before anything is loaded."""
     if precision is None:
@@ -65,10 +63,10 @@ def check_precision(checkpoint: str | Path, precision: str | None) -> None:
                             "applies to checkpoints and .safetensors files")
 
 
-def inference_precision(ckpt: dict[str, Any], precision: str | None) -> str:
-    """The precision to run the net in: `precision` when given, else the one the run evaluated in (its config's;
-    an ONNX file's is fp32: onnxruntime runs the graph as exported)."""
-    return precision if precision is not None else ckpt.get("config", {}).get("precision", "auto")
+def inference_precision(ckpt: dict[str, Any]) -> str:
+    """The precision the run evaluated in (its config's; an ONNX file's is fp32: onnxruntime runs the graph as
+    exported)."""
+    return ckpt.get("config", {}).get("precision", "auto")
 
 
 def inference_loader(images: ImageSet, ckpt: dict[str, Any], batch_size: int, device) -> BatchLoader:
@@ -97,8 +95,8 @@ def evaluate(checkpoint: str | Path, data: str | None = None, *, split: str | No
     check_precision(checkpoint, precision)
     net, ckpt, dev = load_for_inference(checkpoint, device, model=model, mean=mean, std=std)
     cfg = ckpt.get("config", {})
-    own_precision = cfg.get("precision", "auto")
-    precision = inference_precision(ckpt, precision)
+    own_precision = inference_precision(ckpt)
+    precision = precision or own_precision
     trained_on = cfg.get("data")
     if not (data or trained_on):
         raise CifarlabError("no data given and the checkpoint does not record any: pass --data")

@@ -85,7 +85,7 @@ def predict(checkpoint: str | Path, inputs: str | Path | list, out: str | Path |
         raise CifarlabError(f"{out} exists; pass --force (force=True) to replace it, or another --out")
     check_precision(checkpoint, precision)
     net, ckpt, dev = load_for_inference(checkpoint, device, model=model, mean=mean, std=std)
-    precision = inference_precision(ckpt, precision)
+    precision = precision or inference_precision(ckpt)
     data = load_inputs(inputs if isinstance(inputs, list) else [inputs])
     loader = inference_loader(data, ckpt, batch_size, dev)
     if ckpt["num_classes"] is None:  # an ONNX file without class names: its output width
