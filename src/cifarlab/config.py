@@ -28,7 +28,7 @@ class Config:
     model: str = "resnet18"  # registered model name (`cifarlab models` lists them)
     model_args: dict = field(default_factory=dict)  # extra keyword arguments for the model factory
     study: dict = field(default_factory=dict)  # the study a recipe reproduces, for `cifarlab compare-to-study`:
-    #                 {id: "001", figure: 79.88 (percent), metric: "test top-1 after 30 epochs", note: "..."}
+    #                 {id: "001", figure: 80.44 (percent), metric: "test top-1 after 30 epochs", note: "..."}
     params: str | int = ""  # parameter budget, e.g. 2M, 800k or 4903242: the model's widths scaled to the largest
     #                         net within it (fast and CIFAR ResNet families; "" or 0 = the factory's own widths)
     dropout: float = 0.0  # dropout probability before the classifier (0 = off)

@@ -16,7 +16,7 @@ from ..files import read_jsonl
 
 # Why a run here and a study's figure are not the same measurement (shared/data/README.md).
 JPEG_NOTE = ("this run's figure is on a validation split held out of the JPEG-re-encoded training images, not the "
-             "CIFAR-10 test split; the JPEG step costs about 3 points")
+             "CIFAR-10 test split (study 001's three nets land 3-4 points under their test figures here)")
 
 
 def compare_to_study(run_dir: str | Path) -> dict[str, Any]:
