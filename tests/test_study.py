@@ -66,6 +66,24 @@ def test_a_run_from_before_recipes_carried_their_study_reads_it_from_the_recipe(
     assert json.loads(capsys.readouterr().out)[0]["study_figure"] == 87.99
 
 
+def test_a_figure_corrected_after_the_run_applies_to_it(capsys, cifar10_dir, tmp_path):
+    """Study 001's figures were once read from the wrong epoch of its log; a run made then still compares with the
+    corrected figure, and says which one its own config.yaml holds."""
+    run = cifarlab.train("seed001_large", data=str(cifar10_dir), epochs=1, batch_size=50, out=str(tmp_path / "r"),
+                         progress=False, report=False, model_args={"params": "100k"})
+    config = run.run_dir / "config.yaml"
+    saved = yaml.safe_load(config.read_text())
+    saved["study"]["figure"] = 89.21
+    config.write_text(yaml.safe_dump(saved))
+    assert main(["compare-to-study", str(run.run_dir), "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["study_figure"] == 89.34 and row["run_config_figure"] == 89.21
+    assert row["difference"] == pytest.approx(row["final_val_top1"] - 89.34)
+    assert main(["compare-to-study", str(run.run_dir)]) == 0
+    text = capsys.readouterr().out
+    assert "study 001: 89.34%" in text and "config.yaml names 89.21%" in text
+
+
 def test_fast_resnet_is_fast94_with_the_settings_measured_on_the_study_net():
     """The reproduction table's fast column: recipes/fast_resnet.yaml is the measured command
     (fast94 --model resnet_medium --lr 0.8 --weight-decay 0.0005 --bias-lr-scale 1), key for key."""

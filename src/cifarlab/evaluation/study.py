@@ -1,7 +1,9 @@
 """A run beside the study figure its recipe reproduces (`cifarlab compare-to-study RUN`).
 
-The study's figure comes from the recipe's own ``study:`` block (kept in the run's config.yaml); the run's from
-its summary.json or, for a run that was interrupted or is still going, from its metrics.jsonl.
+The study's figure comes from the recipe's own ``study:`` block: the packaged recipe's as it stands now (a figure
+corrected after the run was made applies to it; the one in the run's config.yaml is shown beside it when they
+differ), or for a recipe file the block kept in the run's config.yaml. The run's figure comes from its summary.json
+or, for a run that was interrupted or is still going, from its metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ def compare_to_study(run_dir: str | Path) -> dict[str, Any]:
     if not (run / "config.yaml").is_file():
         raise CifarlabError(f"{run} is not a run directory (no config.yaml)")
     cfg = load_yaml(run / "config.yaml", "run config") or {}
-    study = cfg.get("study") or {}
-    if not study and cfg.get("recipe") in list_recipes():  # a run from before recipes carried their study
-        study = load_recipe(cfg["recipe"]).get("study") or {}
+    saved = cfg.get("study") or {}
+    current = (load_recipe(cfg["recipe"]).get("study") or {}) if cfg.get("recipe") in list_recipes() else {}
+    study = current or saved  # (a run from before recipes carried their study has none saved)
+    was = saved.get("figure") if isinstance(saved, dict) and current and saved.get("figure") != current.get("figure") \
+        else None
     if not isinstance(study, dict) or "figure" not in study:
         raise CifarlabError(f"{run}: its recipe ({cfg.get('recipe') or cfg.get('model')}) names no study figure "
                             "(the study recipes carry one: cifarlab recipes)")
@@ -46,7 +50,8 @@ def compare_to_study(run_dir: str | Path) -> dict[str, Any]:
     return {
         "run": str(run), "recipe": cfg.get("recipe", ""), "study": str(study.get("id", "")),
         "study_figure": float(study["figure"]), "study_metric": study.get("metric", ""),
-        "study_note": study.get("note", ""), "epochs_run": len(epochs), "epochs_planned": cfg.get("epochs"),
+        "study_note": study.get("note", ""), "run_config_figure": was,
+        "epochs_run": len(epochs), "epochs_planned": cfg.get("epochs"),
         "finished": bool(summary), "best_val_top1": None if best is None else 100 * best,
         "final_val_top1": None if not vals else 100 * vals[-1],
         "final_val_top1_tta": None if tta is None else 100 * tta,
@@ -70,5 +75,8 @@ def format_comparison(c: dict[str, Any]) -> str:
              "  difference: " + ("-" if c["difference"] is None else f"{c['difference']:+.2f} points")]
     if c["study_note"]:
         lines.append(f"  study note: {c['study_note']}")
+    if c.get("run_config_figure") is not None:
+        lines.append(f"  the run's config.yaml names {c['run_config_figure']}%, the figure its recipe gave when it "
+                     "ran; the recipe's figure has been corrected since")
     lines.append(f"  note: {c['note']}")
     return "\n".join(lines)
