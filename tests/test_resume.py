@@ -100,3 +100,21 @@ def test_a_mid_epoch_resume_under_a_time_budget_counts_the_partial_epochs_second
     clock = ClockAtStart()
     cifarlab.train(resume=str(tmp_path / "r"), time_budget=0.01, report=False, callbacks=[clock])
     assert clock.elapsed >= state["elapsed"]
+
+
+def test_a_resumed_epoch_keeps_the_image_size_it_started_with(tmp_path, monkeypatch):
+    """Under a time budget the resize schedule is read from the clock at an epoch's start; a run stopped inside
+    that epoch must finish it at the same size, though the clock it resumes with is further on."""
+    from cifarlab.training.trainer import Trainer
+
+    make_cifar10_python(tmp_path / "data", per_batch=20, test=10)  # 90 train images: 9 steps of 10 an epoch
+    monkeypatch.setattr(Trainer, "_size_epoch", lambda self, epoch: 0.0)  # the clock early on: 16 px
+    with pytest.raises(Interrupted):
+        cifarlab.train(data=str(tmp_path / "data"), model="resnet_small", batch_size=10, epochs=3, val_every=0,
+                       resize_schedule=[[0, 16], [1, 32]], out=str(tmp_path / "r"), progress=False, report=False,
+                       callbacks=[SigtermAtStep(13)])
+    assert load_checkpoint(tmp_path / "r" / "last.pt")["train_state"]["partial"]["batch"] == 5  # inside epoch 2
+    monkeypatch.setattr(Trainer, "_size_epoch", lambda self, epoch: 1.5)  # the clock has passed the switch
+    cifarlab.train(resume=str(tmp_path / "r"), report=False)
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["image_size"] for r in rows if r["type"] == "epoch"] == [16, 16, 32]

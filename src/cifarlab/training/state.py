@@ -27,6 +27,7 @@ class EpochState:
     train_time: float = 0.0
     steps: list = field(default_factory=list)
     complete: bool = False
+    size_epoch: float | None = None  # where the resize schedule was read at the epoch's start (a budget's clock)
 
     def totals(self) -> dict:
         return {"train_loss": self.loss_sum / max(1, self.seen), "train_top1": self.correct / max(1, self.seen),
@@ -93,6 +94,7 @@ class TrainState:
         _check_keys("train_state", state, set(self._SAVED))
         partial = state["partial"]
         if partial is not None:
+            partial = {"size_epoch": None, **partial}  # (checkpoints from before it was kept)
             _check_keys("train_state.partial", partial, {f.name for f in fields(EpochState)})
         for k in self._SAVED:
             setattr(self, k, state[k])

@@ -274,7 +274,9 @@ class Trainer:
         es = partial if partial is not None and partial.epoch == epoch else EpochState(epoch)
         self.epoch_state = es
         self._scales = group_scales(p.optimizer)
-        size_epoch = self._size_epoch(epoch)
+        if es.size_epoch is None:  # a resumed epoch finishes at the size it started with
+            es.size_epoch = self._size_epoch(epoch)
+        size_epoch = es.size_epoch
         self._image_size = p.train_loader.size_at(size_epoch) if cfg.resize_schedule else None
         train_one_epoch(p.train_model, p.train_loader, p.optimizer, es, first_step=self.state.step,
                         lr_fn=self.lrs, label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip,
