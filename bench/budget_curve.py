@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine  # noqa: E402
+from common import parse_run_args  # noqa: E402
 
 
 def run_one(recipe: str, minutes: float, seed: int, data: str, run_dir: Path, extra: list[str]) -> dict:
@@ -88,14 +88,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("recipes", nargs="+")
     p.add_argument("--minutes", type=float, nargs="+", default=[2, 5, 10, 20, 40])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--data", default="../shared/data/cifar10-train-jpg.tar.gz")
-    p.add_argument("--out", default="runs/budget")
-    args, extra = p.parse_known_args()
-    extra = [x for x in extra if x != "--"]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {machine()}", flush=True)
+    args, extra, out = parse_run_args(p, "runs/budget")
     rows = []
     for recipe in args.recipes:
         for minutes in args.minutes:

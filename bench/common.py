@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import resource
 import time
 from datetime import date
+from pathlib import Path
 
 import torch
 
@@ -42,3 +44,16 @@ def peak_rss_gib() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, kids) / 1024**2
+
+
+def parse_run_args(p: argparse.ArgumentParser, out: str) -> tuple[argparse.Namespace, list[str], Path]:
+    """Add --seeds, --data and --out (as every bench that runs `cifarlab train` takes them) and parse: the args, the
+    config overrides given after `--` (passed to each run), and the output folder, made. Prints the machine."""
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--data", default="../shared/data/cifar10-train-jpg.tar.gz")
+    p.add_argument("--out", default=out)
+    args, extra = p.parse_known_args()
+    folder = Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {machine()}", flush=True)
+    return args, [x for x in extra if x != "--"], folder

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine  # noqa: E402
+from common import parse_run_args  # noqa: E402
 
 
 def run_one(role: str, recipe: str, seed: int, data: str, run_dir: Path, extra: list[str]) -> dict:
@@ -68,14 +68,7 @@ def main() -> None:
     p.add_argument("--teacher-recipe", default="fast95")
     p.add_argument("--teacher-seed", type=int, default=0)
     p.add_argument("--student-recipe", default="fast94")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--data", default="../shared/data/cifar10-train-jpg.tar.gz")
-    p.add_argument("--out", default="runs/distill")
-    args, extra = p.parse_known_args()
-    extra = [x for x in extra if x != "--"]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {machine()}", flush=True)
+    args, extra, out = parse_run_args(p, "runs/distill")
 
     rows = []
     teacher = args.teacher
