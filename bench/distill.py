@@ -25,7 +25,7 @@ from common import parse_run_args  # noqa: E402
 
 def run_one(role: str, recipe: str, seed: int, data: str, run_dir: Path, extra: list[str]) -> dict:
     """Train (or continue, or read) one run; its figures as a row."""
-    summary = run_dir / "summary.json"
+    summary, seconds = run_dir / "summary.json", run_dir / "command_seconds.txt"  # seconds: summed over commands
     if not summary.is_file():
         if (run_dir / "last.pt").is_file():
             cmd = [sys.executable, "-m", "cifarlab", "train", "--resume", str(run_dir), "--data", data]
@@ -39,11 +39,9 @@ def run_one(role: str, recipe: str, seed: int, data: str, run_dir: Path, extra: 
             rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
         if rc != 0:
             raise SystemExit(f"{role} run failed with exit {rc}; see {log_path}")
-        seconds = run_dir / "command_seconds.txt"  # summed over the commands the run took
         before = float(seconds.read_text()) if seconds.is_file() else 0.0
         seconds.write_text(f"{before + time.perf_counter() - start:.1f}\n")
     s = json.loads(summary.read_text())
-    seconds = run_dir / "command_seconds.txt"
     return {"role": role, "recipe": s.get("recipe") or recipe, "seed": seed, "params": s["params"],
             "epochs": s["epochs_run"], "val_top1": s["final"].get("val_top1"),
             "val_top1_tta": (s.get("final_tta") or {}).get("val_top1"), "train_seconds": s["train_seconds"],
