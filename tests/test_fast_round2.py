@@ -205,16 +205,18 @@ def test_newton_schulz_steps_and_bf16_arithmetic():
             make_config(optimizer="muon", **bad)
 
 
-class _Ticks:
-    """A clock that moves on a fixed amount each time it is read, so a budget's run does not depend on the
-    machine's speed or load."""
+class _StepClock(cifarlab.Callback):
+    """A clock that moves only with the optimizer steps, each 1/2.5 of an epoch's share of a 60-s budget, so a
+    budget's run has the same timeline on any machine under any load."""
 
-    def __init__(self, tick: float):
-        self.now, self.tick = 0.0, tick
+    def __init__(self):
+        self.now = 0.0
 
     def perf_counter(self) -> float:
-        self.now += self.tick
         return self.now
+
+    def on_step_end(self, trainer, step_log) -> None:
+        self.now += 60 / (2.5 * trainer.steps_per_epoch)
 
 
 def test_under_a_budget_the_resize_schedule_follows_the_clock(tmp_path, monkeypatch):
@@ -223,17 +225,17 @@ def test_under_a_budget_the_resize_schedule_follows_the_clock(tmp_path, monkeypa
     import cifarlab.training.trainer as trainer_module
 
     make_cifar10_python(tmp_path, per_batch=100, test=10)
-    # planned: 2 epochs, the first at 16 px; under a budget the run takes more epochs (three here), and the sizes follow
-    # the share of the budget used: 16 px for the first half of the planned steps, 32 px after
-    ticks = _Ticks(0.5)  # about 40 reads an epoch: a 60-s budget holds three epochs on any machine
+    # planned: 2 epochs, the first at 16 px. The 1-minute budget holds 2.5 epochs: epoch 2 starts at 40% of it
+    # (the schedule's epoch 0.8: 16 px), epoch 3 at 80% (epoch 1.6: 32 px)
+    clock = _StepClock()
     for module in (clock_module, setup_module, trainer_module):
-        monkeypatch.setattr(module, "time", ticks)
+        monkeypatch.setattr(module, "time", clock)
     res = cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=2, batch_size=25, val_every=0,
                          resize_schedule=[[0, 16], [1, 32]], time_budget=1, out=str(tmp_path / "r"),
-                         progress=False, report=False)
+                         progress=False, report=False, callbacks=[clock])
     monkeypatch.undo()
     sizes = [r["image_size"] for r in _rows(res.run_dir)]
-    # two epochs at 16 px where the planned count would give one: the sizes follow the clock, not the epoch
+    # two epochs at 16 px where the planned count would give one: the sizes follow the clock, not the epoch count
     assert sizes == [16, 16, 32]
     plain = cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=3, batch_size=25, val_every=0,
                            resize_schedule=[[0, 16], [2, 24]], out=str(tmp_path / "p"), progress=False,
