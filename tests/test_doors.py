@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import time
+import warnings
 import zlib
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def data(tmp_path) -> str:
 
 @pytest.mark.parametrize("args, key", [
     (["--time-budget", "nan"], "time_budget"), (["--time-budget", "inf"], "time_budget"),
+    (["--time-budget", "1e308"], "time_budget"),  # finite, but its seconds would overflow to inf
     (["--lr", "nan"], "lr"), (["--weight-decay", "nan"], "weight_decay"), (["--momentum", "nan"], "momentum"),
     (["--val-split", "nan"], "val_split"), (["--momentum", "-5"], "momentum"), (["--betas", "[2, 0.9]"], "betas"),
     (["--val-split", "1.0"], "val_split"), (["--val-split", "1.5"], "val_split"),
@@ -170,6 +172,29 @@ def test_code_in_a_checkpoint_is_refused_without_torchs_advice(capsys, tmp_path)
     torch.save({"model": "resnet_small", "state_dict": Code()}, tmp_path / "evil.pt")
     err = fails(capsys, ["eval", str(tmp_path / "evil.pt")], "evil.pt", "nothing in it was run")
     assert "weights_only=False" not in err and not marker.exists()
+
+
+@pytest.mark.parametrize("kind, says", [("pickle", "nothing in it was run"), ("cut", "cut short"),
+                                         ("text", "not a file torch.save wrote")])
+def test_a_foreign_or_damaged_checkpoint_is_one_line_saying_what_it_is(capsys, tmp_path, kind, says):
+    marker, path = tmp_path / "ran", tmp_path / "x.pt"
+
+    class Code:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    if kind == "pickle":  # a plain pickle (protocol 4), not torch.save's zip: torch warns before it refuses
+        path.write_bytes(pickle.dumps({"state_dict": Code()}, protocol=4))
+    elif kind == "cut":
+        torch.save({"model": "resnet_small", "state_dict": {"w": torch.zeros(64)}}, path)
+        path.write_bytes(path.read_bytes()[:300])
+    else:
+        path.write_text("hello\n")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        err = fails(capsys, ["eval", str(path)], "x.pt", says)
+    assert not [w for w in seen if "pickle" in str(w.message)]  # torch's advice to file an issue is not shown
+    assert "(101)" not in err and not marker.exists()
 
 
 def test_a_truncated_cache_entry_is_decoded_again(tmp_path, caplog, monkeypatch):

@@ -211,7 +211,8 @@ _UNIT = (0, 1, True, False)  # [0, 1)
 _BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     **dict.fromkeys(("dropout", "block_dropout", "label_smoothing", "momentum", "muon_momentum", "ema_decay"), _UNIT),
     **dict.fromkeys(("lr", "weight_decay", "grad_clip", "min_lr", "warmup_epochs", "ema_ramp", "stem_bias_epochs",
-                     "final_lr_frac", "plateau_threshold", "cyclic_base_lr", "time_budget", "val_split"), _AT_LEAST_0),
+                     "final_lr_frac", "plateau_threshold", "cyclic_base_lr", "val_split"), _AT_LEAST_0),
+    "time_budget": (0, 525_600, True, True),  # minutes: up to a year (1e308 would make the clock's seconds inf)
     **dict.fromkeys(("bias_lr_scale", "muon_lr_ratio", "gamma", "onecycle_div_factor", "onecycle_final_div_factor"),
                     _POSITIVE),
     "plateau_factor": (0, 1, False, True),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,14 +62,26 @@ def load_tensors(path: Path, what: str) -> Any:
     """`torch.load` with ``weights_only=True`` (no code in the file runs); an unreadable or hostile file is
     one line naming `what` it should have been."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle draws torch's advice to file an issue before it fails
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Weights only load failed" in str(exc):  # torch's text goes on to suggest weights_only=False: never
+        text = str(exc)
+        if "Unsupported global" in text:  # torch's text goes on to suggest weights_only=False: never
             raise CifarlabError(f"{path} is not a loadable {what}: it holds code or objects beyond tensors, "
                                 "which are refused (nothing in it was run)") from None
+        if "Weights only load failed" in text:  # bytes the tensor-only reader does not know: damaged, or code
+            raise CifarlabError(f"{path} is not a loadable {what}: its bytes are not a tensor file torch.save "
+                                "wrote (damaged or foreign, or holding code, which is refused; nothing in it was "
+                                "run)") from None
         raise CifarlabError(f"{path} is not a loadable {what} ({first_line(exc)})") from None
-    except Exception as exc:  # noqa: BLE001 - any parse failure of an untrusted file (IndexError, struct.error, ...)
-        raise CifarlabError(f"{path} is not a loadable {what} ({first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - any parse failure of an untrusted file (KeyError, struct.error, ...)
+        detail = first_line(exc)
+        if isinstance(exc, (KeyError, IndexError, ValueError)) or len(detail) < 12:  # the parser's internals
+            detail = "not a file torch.save wrote"
+        elif "zip archive" in detail:  # torch.save's container, cut short or damaged
+            detail = "damaged or cut short: its zip archive cannot be read"
+        raise CifarlabError(f"{path} is not a loadable {what} ({detail})") from None
 
 
 def clean_state_dict(raw: Any, where: str = "weights") -> dict[str, torch.Tensor]:
