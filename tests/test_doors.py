@@ -249,6 +249,17 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypa
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
 
 
+def test_a_device_or_pipe_is_never_replaced_by_a_file(capsys, tmp_path, trained_run):
+    # the rename that makes a write whole once put an ONNX file where /dev/full was (as root); a fifo stands in
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    with pytest.raises(cifarlab.CifarlabError, match="device or pipe"):
+        files.write_text(pipe, "x")
+    fails(capsys, ["export", str(trained_run / "best.pt"), "--format", "state_dict", "--out", str(pipe)],
+          str(pipe), "not a file")
+    assert pipe.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
 def test_a_failed_append_is_cut_back_to_whole_lines_and_a_torn_line_is_dropped(tmp_path, monkeypatch, caplog):
     log = tmp_path / "metrics.jsonl"
     files.append_lines(log, ['{"a": 1}'])

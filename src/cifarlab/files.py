@@ -36,6 +36,9 @@ def atomic_write(path: str | Path, mode: str = "w", what: str = "", **open_kw: A
     path = Path(path)
     if path.is_dir():
         raise CifarlabError(f"could not write {what + ' ' if what else ''}{path}: it is a directory")
+    if path.exists() and not path.is_file():  # the rename would put a file where a device or pipe was (/dev/null)
+        raise CifarlabError(f"could not write {what + ' ' if what else ''}{path}: it is a device or pipe, not a "
+                            "file; give a file's path")
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
