@@ -168,9 +168,14 @@ def test_the_library_logs_under_the_cifarlab_logger_only():
                 assert ok, f"{path.name}:{node.lineno} logs outside the cifarlab logger"
 
 
-def test_export_to_onnx_prints_one_line_and_no_other_librarys_logs(trained_run, tmp_path):
-    pytest.importorskip("onnxscript")
-    res = _run("export", str(trained_run / "best.pt"), "--format", "onnx", "--out", str(tmp_path / "m.onnx"))
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_export_prints_one_line_and_no_other_librarys_logs(trained_run, tmp_path, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnxscript")
+    out = tmp_path / f"m.{fmt}"
+    res = _run("export", str(trained_run / "best.pt"), "--format", fmt, "--out", str(out))
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == f"wrote {tmp_path / 'm.onnx'}"
-    assert "onnxscript" not in res.stderr and "torch.onnx" not in res.stderr.lower(), res.stderr[-800:]
+    assert res.stdout.strip() == f"wrote {out}"
+    # nothing else: torch's exporter logged what it skipped ("torchvision is not installed", with its
+    # torch/onnx/... path) and warned about its own deprecations
+    assert res.stderr == "", res.stderr[-800:]

@@ -10,7 +10,11 @@ writes that same layout back. ONNX files carry that normalization and the class 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,10 +108,26 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path, *, opset: int | No
     return _export_onnx(model, example, out, meta, opset)
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """torch's exporters log what they skip (torchvision's operators, absent here) and warn about their own
+    deprecations: noise to a user, whose one line is cifarlab's "wrote ..." or its error."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def _export_pt2(model: nn.Module, example: torch.Tensor, out: Path, meta: dict[str, Any]) -> Path:
     batch = torch.export.Dim("batch", min=1, max=65536)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _quiet_exporter():
             program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
     except Exception as exc:  # noqa: BLE001 - the exporter names the construct it could not trace
         raise CifarlabError(f"could not export {meta['model']} with torch.export: {str(exc).splitlines()[0]}") \
@@ -134,8 +154,9 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, out: Path, meta: dict[
         raise CifarlabError("ONNX export needs onnx and onnxscript: pip install 'cifarlab[onnx]'") from None
     batch = torch.export.Dim("batch", min=1, max=65536)
     try:
-        program = torch.onnx.export(model, (example,), dynamo=True, input_names=["images"], output_names=["logits"],
-                                    dynamic_shapes=({0: batch},), opset_version=opset, verbose=False)
+        with _quiet_exporter():
+            program = torch.onnx.export(model, (example,), dynamo=True, input_names=["images"], output_names=["logits"],
+                                        dynamic_shapes=({0: batch},), opset_version=opset, verbose=False)
     except Exception as exc:  # the exporter's own errors name the operator it could not translate
         raise CifarlabError(f"could not export {meta['model']} to ONNX: {str(exc).splitlines()[0]}") from None
     proto = program.model_proto
