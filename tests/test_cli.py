@@ -39,6 +39,8 @@ def test_summary_budget_exit_codes(capsys):
     assert code == 0 and "Total params: 4,903,242" in out and "within budget" in out
     code, _, err = run(capsys, "summary", "resnet18", "--budget", "5M")
     assert code == 1 and "OVER BUDGET" in err
+    code, out, err = run(capsys, "summary", "resnet9", "--budget", "abc")
+    assert code == 2 and out == "" and "budget 'abc'" in err  # refused before the table is printed
 
 
 @pytest.mark.parametrize("argv,match", [

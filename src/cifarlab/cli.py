@@ -118,10 +118,10 @@ def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_summary(args: argparse.Namespace, extra: list[str]) -> int:
     from .models import create_model, parse_budget, summarize
 
+    budget = parse_budget(args.budget) if args.budget else None  # a bad budget is refused before the table
     s = summarize(create_model(args.model, num_classes=args.num_classes or None))
     print(s.table())
-    if args.budget:
-        budget = parse_budget(args.budget)
+    if budget is not None:
         if s.total_params > budget:
             print(f"OVER BUDGET: {s.total_params:,} parameters > {budget:,}", file=sys.stderr)
             return 1
