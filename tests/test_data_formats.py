@@ -172,6 +172,12 @@ def test_malformed_images_and_archives(tmp_path):
     good = make_image_tar(make_image_folder(tmp_path / "g", per_class=1), tmp_path / "g.tar.gz").read_bytes()
     tar.write_bytes(good[:200])
     _bad(lambda: open_source(tar).read("train"), "tar archive|not a dataset")
+    (tmp_path / "zero.tar.gz").write_bytes(b"")
+    _bad(lambda: open_source(tmp_path / "zero.tar.gz"), "the file is empty")
+    (tmp_path / "noise.tgz").write_bytes(bytes(range(256)) * 20)
+    _bad(lambda: open_source(tmp_path / "noise.tgz"), "named like a tar archive, but its bytes are not one")
+    (tmp_path / "notes.txt").write_text("hello")
+    _bad(lambda: open_source(tmp_path / "notes.txt"), "not a dataset")
 
     empty = tmp_path / "empty"
     empty.mkdir()

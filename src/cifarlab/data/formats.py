@@ -380,6 +380,11 @@ def open_source(path: str | Path) -> Source:
                 raise CifarlabError(f"{p}: archive holds no images; extract CIFAR archives first "
                                     "(cifarlab data download ... --to DIR does)")
             return Source("image-tar", p, tuple(sorted({s for s, _, _ in entries})))
+        if p.stat().st_size == 0:
+            raise CifarlabError(f"{p}: the file is empty (expected a CIFAR directory, an image folder or a .tar.gz)")
+        if p.name.endswith((".tar", ".tar.gz", ".tgz")):
+            raise CifarlabError(f"{p}: named like a tar archive, but its bytes are not one (damaged or another "
+                                "format)")
         raise CifarlabError(f"{p}: not a dataset (expected a CIFAR directory, an image folder or a .tar.gz)")
     for sub in ("cifar-10-batches-py", "cifar-10-batches-bin", "cifar-100-python"):
         if (p / sub).is_dir():
