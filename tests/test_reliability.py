@@ -189,6 +189,10 @@ def test_unwritable_run_directory(tmp_path):
     blocker.write_text("")
     with pytest.raises(CifarlabError, match="run directory .* is not writable"):
         cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=1, out=str(blocker / "run"), progress=False)
+    blocker.write_text("keep me")
+    with pytest.raises(CifarlabError, match="a file of that name is in the way"):
+        cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=1, out=str(blocker), progress=False)
+    assert blocker.read_text() == "keep me"
 
 
 # ---- hostile and broken files ------------------------------------------------------------------------------

@@ -77,6 +77,9 @@ def _make_run_dir(cfg: Config) -> tuple[Path, RunLock]:
         run_dir = Path("runs") / f"{cfg.recipe or cfg.model}-{stamp}"
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise CifarlabError(f"run directory {run_dir}: a file of that name is in the way (--out names a folder)") \
+            from None
     except OSError as exc:
         raise CifarlabError(f"run directory {run_dir} is not writable: {exc.strerror or exc}") from None
     lock = RunLock(run_dir).acquire()
