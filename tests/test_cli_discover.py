@@ -72,6 +72,8 @@ def test_help_shows_defaults(capsys):
     (["summary", "resnet_smal"], "did you mean 'resnet_small'"),
     (["config", "batchsize"], "did you mean 'batch_size'"),
     (["data", "downlaod", "cifar10"], "did you mean 'download'?"),
+    # no recipe or model yet: the mistyped key is named first (it was "give --recipe NAME ...")
+    (["train", "--config", "my.yaml", "--data", "."], "unknown config key 'config'; did you mean 'recipe'?"),
 ])
 def test_a_typo_gets_one_line_with_a_guess(capsys, argv, hint):
     try:

@@ -48,6 +48,7 @@ def _parse_overrides(tokens: list[str]) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from .api import train
+    from .config import check_keys
 
     overrides = _parse_overrides(extra)
     for key in ("epochs", "seed", "out", "val_split"):
@@ -64,6 +65,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     if args.resume:
         train(args.recipe, resume=args.resume, data=args.data, report=not args.no_report, **overrides)
         return 0
+    check_keys(overrides)  # a mistyped key (--config for --recipe) is named before anything else is asked for
     if not args.recipe and not overrides.get("model") and not overrides.get("time_budget"):
         raise CifarlabError("give --recipe NAME (cifarlab recipes lists them), --model NAME, or --time-budget "
                             "MINUTES alone for the best recipe measured for that budget")

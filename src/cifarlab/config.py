@@ -12,6 +12,7 @@ import logging
 import math
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -318,14 +319,21 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
-def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
-    """Return a copy of `cfg` with `overrides` applied; unknown keys name the valid ones."""
-    values = dataclasses.asdict(cfg)
-    for key, value in overrides.items():
+def check_keys(keys: Iterable[str]) -> None:
+    """An unknown key (`--learning-rate`) is one line with a guess at the one meant."""
+    for key in keys:
         key = key.replace("-", "_")
         if key not in FIELDS:
             raise CifarlabError(f"unknown config key '{key}'{did_you_mean(key, FIELDS, SYNONYMS)} "
                                 "(cifarlab config lists every key)")
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """Return a copy of `cfg` with `overrides` applied; unknown keys name the valid ones."""
+    check_keys(overrides)
+    values = dataclasses.asdict(cfg)
+    for key, value in overrides.items():
+        key = key.replace("-", "_")
         values[key] = _coerce(key, value)
     return Config(**values)
 

@@ -39,7 +39,8 @@ SYNONYMS = {"learning_rate": "lr", "learningrate": "lr", "wd": "weight_decay", "
             "lr_scheduler": "schedule", "smoothing": "label_smoothing", "amp": "precision", "dtype": "precision",
             "workers": "threads", "num_threads": "threads", "drop": "dropout", "drop_rate": "dropout",
             "dataset": "data", "data_dir": "data", "root": "data", "output": "out", "output_dir": "out",
-            "warmup": "warmup_epochs", "patience": "early_stop_patience", "teacher_model": "teacher"}
+            "warmup": "warmup_epochs", "patience": "early_stop_patience", "teacher_model": "teacher",
+            "config": "recipe", "cfg": "recipe", "config_file": "recipe"}
 
 
 def did_you_mean(name: str, choices, synonyms: dict[str, str] | None = None) -> str:
