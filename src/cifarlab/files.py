@@ -116,15 +116,18 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def make_dir(path: str | Path) -> Path:
-    """Create a folder (and its parents) to write into; a file in the way or a refusal is one line naming it."""
+def make_dir(path: str | Path, what: str = "folder") -> Path:
+    """Create a folder (and its parents) to write into; a file in the way or a refusal is one line naming it
+    (``what`` says what the folder is for: "folder", "run directory", ...)."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise CifarlabError(f"could not create folder {path}: a file of that name is in the way")
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), path)
+        named = "a file of that name" if blocker == path else f"the file {blocker}"
+        raise CifarlabError(f"could not create {what} {path}: {named} is in the way") from None
     except OSError as exc:
-        raise CifarlabError(f"could not create folder {path}: {exc.strerror or exc}") from None
+        raise CifarlabError(f"could not create {what} {path}: {exc.strerror or exc}") from None
     return path
 
 

@@ -33,7 +33,7 @@ from ..config import RESUMABLE, Config, apply_overrides, find_recipe, make_confi
 from ..data.fetch import data_reference
 from ..device import native_bf16, resolve_device, resolve_precision
 from ..errors import CifarlabError, Interrupted
-from ..files import RunLock, read_jsonl, write_text
+from ..files import RunLock, make_dir, read_jsonl, write_text
 from ..models import count_params
 from ..models.registry import resolve_model_args
 from .callbacks import (
@@ -75,13 +75,7 @@ def _make_run_dir(cfg: Config) -> tuple[Path, RunLock]:
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = Path("runs") / f"{cfg.recipe or cfg.model}-{stamp}"
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise CifarlabError(f"run directory {run_dir}: a file of that name is in the way (--out names a folder)") \
-            from None
-    except OSError as exc:
-        raise CifarlabError(f"run directory {run_dir} is not writable: {exc.strerror or exc}") from None
+    make_dir(run_dir, what="run directory")
     lock = RunLock(run_dir).acquire()
     try:
         for stale in run_dir.glob(".*.tmp"):  # temp files of a write (cifarlab.files) a SIGKILL cut short
