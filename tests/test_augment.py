@@ -168,7 +168,7 @@ def test_resized_crop_is_pil_crop_then_bilinear_resize():
     for top, left, h, w in [(0, 0, 32, 32), (5, 3, 16, 16), (0, 10, 20, 12), (20, 1, 11, 30)]:
         ours = resized_crop(x, *(torch.tensor([v]) for v in (top, left, h, w)))[0] * 255
         pil = Image.fromarray(img).crop((left, top, left + w, top + h)).resize((32, 32), Image.BILINEAR)
-        ref = torch.from_numpy(np.asarray(pil)).permute(2, 0, 1).double()
+        ref = torch.from_numpy(np.array(pil)).permute(2, 0, 1).double()
         err = (ours.round() - ref).abs()
         assert err.max() <= 1 and err.mean() < 0.4, (top, left, h, w)  # PIL rounds to 8 bits between passes
     assert torch.allclose(resized_crop(x, *(torch.tensor([v]) for v in (0, 0, 32, 32))), x, atol=1e-6)
