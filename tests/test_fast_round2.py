@@ -151,11 +151,21 @@ def test_batched_muon_steps_like_the_per_filter_one():
         assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_a_budget_alone_chooses_the_recipe_measured_best_for_it(capsys, tmp_path):
+def test_a_budget_alone_chooses_the_recipe_measured_best_for_it_on_this_machine(capsys, tmp_path, monkeypatch):
     from cifarlab.config import BUDGET_RECIPES, recipe_for_budget
+    from cifarlab.training import probe
 
-    assert make_config(time_budget=5).recipe == recipe_for_budget(5) == BUDGET_RECIPES[0][1]
+    # the crossovers are in fast94 epochs: 100-s epochs (the development CPU) and far shorter ones (a GPU)
+    (first_upto, first), (_, second) = BUDGET_RECIPES[0], BUDGET_RECIPES[1]
+    at_crossover = first_upto * 100 / 60  # minutes
+    assert recipe_for_budget(at_crossover, 100) == first
+    assert recipe_for_budget(at_crossover * 1.01, 100) == second
+    assert recipe_for_budget(at_crossover, 100 / 1e6) == BUDGET_RECIPES[-1][1]  # a fast machine: the largest
+    monkeypatch.setattr(probe, "fast94_epoch_seconds", lambda device="auto", threads=0: 100.0)
+    assert make_config(time_budget=at_crossover).recipe == first
     assert make_config(time_budget=525_600).recipe == BUDGET_RECIPES[-1][1]
+    monkeypatch.setattr(probe, "fast94_epoch_seconds", lambda device="auto", threads=0: 100 / 1e6)
+    assert make_config(time_budget=at_crossover).recipe == BUDGET_RECIPES[-1][1]  # the same minutes, a faster machine
     for _, name in BUDGET_RECIPES:  # every recipe the table names is bundled and valid
         assert make_config(name).recipe == name
     assert make_config("fast94_select").select_keep == 0.5
@@ -163,11 +173,37 @@ def test_a_budget_alone_chooses_the_recipe_measured_best_for_it(capsys, tmp_path
     assert make_config("seed001_small", time_budget=5).recipe == "seed001_small"
     from cifarlab.cli import main
 
+    monkeypatch.setattr(probe, "fast94_epoch_seconds", lambda device="auto", threads=0: 100.0)
     assert main(["train", "--time-budget", "7", "--print-config"]) == 0
     printed = capsys.readouterr().out
-    assert f"recipe: {recipe_for_budget(7)}" in printed and "time_budget: 7" in printed
+    assert f"recipe: {recipe_for_budget(7, 100)}" in printed and "time_budget: 7" in printed
     assert main(["train", "--data", str(tmp_path)]) == 2
     assert "--time-budget" in capsys.readouterr().err
+
+
+def test_the_speed_probe_times_fast94_and_leaves_the_process_as_it_was(monkeypatch, capsys):
+    from cifarlab.cli import main
+    from cifarlab.training import probe
+
+    probe.fast94_epoch_seconds.cache_clear()
+    probe.take_unbilled()
+    rng, threads = torch.get_rng_state(), torch.get_num_threads()
+    with torch.no_grad():  # the probe trains whatever the caller's autograd mode
+        seconds = probe.fast94_epoch_seconds("cpu", 1)
+    spent = probe.take_unbilled()  # what the run it chose for takes off its budget, once
+    assert 0 < spent < 600 and probe.take_unbilled() == 0
+    assert 0 < seconds < 1e5 and seconds == probe.fast94_epoch_seconds("cpu", 1)  # measured once, then cached
+    assert probe.take_unbilled() == 0  # a cached answer cost nothing
+    assert torch.equal(torch.get_rng_state(), rng) and torch.get_num_threads() == threads
+    assert torch.is_grad_enabled()
+    assert main(["train", "--time-budget", "7", "--device", "tpu", "--print-config"]) == 2
+    assert "unknown device 'tpu'" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")  # ranks could time themselves into different recipes: refused
+    probe.fast94_epoch_seconds.cache_clear()
+    assert main(["train", "--time-budget", "7", "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "name the recipe" in err and len(err.splitlines()) == 1
+    assert main(["train", "--recipe", "fast94", "--time-budget", "7", "--print-config"]) == 0  # a recipe named: fine
 
 
 @pytest.mark.parametrize("d", [-2, -1, 1, 2])
@@ -241,6 +277,24 @@ def test_under_a_budget_the_resize_schedule_follows_the_clock(tmp_path, monkeypa
                            resize_schedule=[[0, 16], [2, 24]], out=str(tmp_path / "p"), progress=False,
                            report=False)
     assert [r["image_size"] for r in _rows(plain.run_dir)] == [16, 16, 24]
+
+
+class _SeeSetup(cifarlab.Callback):
+    def on_fit_start(self, trainer) -> None:
+        self.setup = trainer.clock.setup
+
+
+def test_the_seconds_spent_choosing_a_recipe_come_off_the_budget(tmp_path, monkeypatch):
+    from cifarlab.training import probe
+
+    make_cifar10_python(tmp_path, per_batch=20, test=10)
+    probe.take_unbilled()
+    monkeypatch.setattr(probe, "_unbilled", 12.0)  # as if the probe had timed fast94 for 12 s before this run
+    seen = _SeeSetup()
+    cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=1, batch_size=25, val_every=0, time_budget=1,
+                   out=str(tmp_path / "r"), progress=False, report=False, callbacks=[seen])
+    assert 12.0 <= seen.setup < 12.0 + 60  # the probe's seconds and the data's, taken off the budget
+    assert probe.take_unbilled() == 0  # charged once: the next run owes nothing
 
 
 @pytest.mark.parametrize("margin", [0.0, 0.5])

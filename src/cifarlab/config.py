@@ -424,30 +424,41 @@ def load_recipe(name: str) -> dict[str, Any]:
     return values
 
 
-# The recipe a run with a time budget and neither a recipe nor a model takes: for budgets up to the first figure
-# (minutes), the first recipe, and so on. On the development machine (2 cores, where fast94's planned run takes
-# 17-23 minutes): at 10.7 minutes fast94_select (hard-example selection) beat fast94 by 0.5 points with TTA, and at
-# 14.4 minutes the two were level (BENCHMARKS.md, "Fewer FLOPs per epoch"), so it takes the budgets up to 12; fast94
-# is measured at 10.7 and 21.3 minutes ("Budget curve"); fast95 needs about 4x fast94's time for its planned 23
-# epochs, so it takes the budgets from twice fast94's length on, where fast94's schedule would be stretched twofold
-# (that crossover is not measured yet). One seed per point so far.
-BUDGET_RECIPES: tuple[tuple[float, str], ...] = ((12.0, "fast94_select"), (45.0, "fast94"), (math.inf, "fast95"))
+# The recipe a run with a time budget and neither a recipe nor a model takes. A budget means a different model on a
+# laptop than on a GPU, so the crossovers are stated in epochs of fast94 at 32 px on the machine that runs
+# (training.probe times a few of its steps): for budgets of up to the first figure's worth of such epochs, the first
+# recipe, and so on. Measured on the development machine (2 cores, where such an epoch took about 100 s on the days
+# of these runs, so fast94's planned run 17-23 minutes): at 10.7 minutes (6.4 epochs) fast94_select (hard-example
+# selection) beat fast94 by 0.5 points with TTA, and at 14.4 minutes (8.6) the two were level (BENCHMARKS.md,
+# "Fewer FLOPs per epoch"), so it takes the budgets up to 7 epochs; fast94 is measured at 10.7 and 21.3 minutes
+# ("Budget curve"); fast95 needs about 4x fast94's time for its planned 23 epochs, so it takes the budgets from
+# about 27 epochs (45 minutes there) on, where fast94's schedule would be stretched twofold (that crossover is not
+# measured yet). One seed per point so far.
+BUDGET_RECIPES: tuple[tuple[float, str], ...] = ((7.0, "fast94_select"), (27.0, "fast94"), (math.inf, "fast95"))
 
 
-def recipe_for_budget(minutes: float) -> str:
-    """The recipe that did best in `minutes` (BUDGET_RECIPES)."""
-    return next(name for upto, name in BUDGET_RECIPES if minutes <= upto)
+def recipe_for_budget(minutes: float, epoch_seconds: float) -> str:
+    """The recipe that did best in `minutes` on a machine that trains a fast94 epoch in `epoch_seconds`."""
+    epochs = minutes * 60 / epoch_seconds
+    return next(name for upto, name in BUDGET_RECIPES if epochs <= upto)
 
 
 def make_config(recipe_name: str | None = None, /, **overrides: Any) -> Config:
     """defaults < recipe < overrides, validated. (`recipe_name` is positional: `recipe` is also a config key.)
-    With a `time_budget`, no recipe and no `model`, the recipe is the one that does best in that budget."""
+    With a `time_budget`, no recipe and no `model`, the recipe is the one that does best in that budget on this
+    machine (`BUDGET_RECIPES`, in epochs timed by `training.probe`)."""
     budget = overrides.get("time_budget")
     if not recipe_name and overrides.get("model") is None and overrides.get("recipe") is None and budget:
         if isinstance(budget, (int, float)) and not isinstance(budget, bool) and math.isfinite(budget) and budget > 0:
-            recipe_name = recipe_for_budget(float(budget))
-            logging.getLogger("cifarlab").info("no recipe given: %s, the best measured for a %g-minute budget",
-                                               recipe_name, budget)
+            from .training.probe import fast94_epoch_seconds
+
+            threads = overrides.get("threads")
+            epoch_s = fast94_epoch_seconds(str(overrides.get("device") or "auto"),
+                                           threads if isinstance(threads, int) and threads > 0 else 0)
+            recipe_name = recipe_for_budget(float(budget), epoch_s)
+            logging.getLogger("cifarlab").info(
+                "no recipe given: %s, the best measured for %g minutes on a machine that trains a fast94 epoch in "
+                "%.3g s (%.3g of them)", recipe_name, budget, epoch_s, budget * 60 / epoch_s)
     cfg = Config()
     if recipe_name:
         cfg = apply_overrides(cfg, load_recipe(recipe_name))

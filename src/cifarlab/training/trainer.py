@@ -36,6 +36,7 @@ from ..errors import CifarlabError, Interrupted
 from ..files import RunLock, make_dir, read_jsonl, write_text
 from ..models import count_params
 from ..models.registry import resolve_model_args
+from . import probe
 from .callbacks import (
     Callback,
     CallbackList,
@@ -202,7 +203,7 @@ class Trainer:
             self._restore(self.resume, device)
         self.steps_per_epoch = len(self.parts.train_loader)
         self.clock = Clock(cfg.time_budget, cfg.epochs * self.steps_per_epoch, self.state.elapsed, dist.enabled,
-                           setup=time.perf_counter() - self.parts.started)
+                           setup=time.perf_counter() - self.parts.started + probe.take_unbilled())
         self.epoch_state = EpochState(self.state.epoch)
         if self.parts.selector is not None:  # the proxy follows the run's schedule (before group multipliers)
             self.parts.selector.base_lr = lambda step: self.lrs(step, [1.0])[0]
