@@ -449,7 +449,8 @@ def make_config(recipe_name: str | None = None, /, **overrides: Any) -> Config:
     machine (`BUDGET_RECIPES`, in epochs timed by `training.probe`)."""
     budget = overrides.get("time_budget")
     if not recipe_name and overrides.get("model") is None and overrides.get("recipe") is None and budget:
-        if isinstance(budget, (int, float)) and not isinstance(budget, bool) and math.isfinite(budget) and budget > 0:
+        valid = isinstance(budget, (int, float)) and not isinstance(budget, bool) and math.isfinite(budget * 60)
+        if valid and budget > 0:  # an invalid budget is refused by validate() below, without timing anything
             from .training.probe import fast94_epoch_seconds
 
             threads = overrides.get("threads")
