@@ -35,12 +35,15 @@ def run_one(role: str, recipe: str, seed: int, data: str, run_dir: Path, extra: 
         log_path = run_dir.parent / f"{run_dir.name}.log"
         print(f"{role}: {' '.join(cmd)}  (log: {log_path})", flush=True)
         start = time.perf_counter()
-        with open(log_path, "a") as log:
-            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+        try:
+            with open(log_path, "a") as log:
+                rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+        finally:  # a command cut off (Ctrl-C, a failure) still spent its seconds: its resume adds to them
+            if run_dir.is_dir():  # (a run refused before it made its folder has nothing to resume)
+                before = float(seconds.read_text()) if seconds.is_file() else 0.0
+                seconds.write_text(f"{before + time.perf_counter() - start:.1f}\n")
         if rc != 0:
             raise SystemExit(f"{role} run failed with exit {rc}; see {log_path}")
-        before = float(seconds.read_text()) if seconds.is_file() else 0.0
-        seconds.write_text(f"{before + time.perf_counter() - start:.1f}\n")
     s = json.loads(summary.read_text())
     return {"role": role, "recipe": s.get("recipe") or recipe, "seed": seed, "params": s["params"],
             "epochs": s["epochs_run"], "val_top1": s["final"].get("val_top1"),
