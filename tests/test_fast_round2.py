@@ -204,6 +204,17 @@ def test_the_speed_probe_times_fast94_and_leaves_the_process_as_it_was(monkeypat
     err = capsys.readouterr().err.strip()
     assert "name the recipe" in err and len(err.splitlines()) == 1
     assert main(["train", "--recipe", "fast94", "--time-budget", "7", "--print-config"]) == 0  # a recipe named: fine
+    monkeypatch.delenv("WORLD_SIZE")
+    capsys.readouterr()
+
+    def out_of_memory(dev):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\n(details)")
+
+    monkeypatch.setattr(probe, "_time_steps", out_of_memory)
+    assert main(["train", "--time-budget", "7", "--threads", "1", "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "CUDA out of memory. Tried to allocate 2.00 GiB" in err and "--recipe" in err and len(err.splitlines()) == 1
+    probe.fast94_epoch_seconds.cache_clear()
 
 
 @pytest.mark.parametrize("d", [-2, -1, 1, 2])

@@ -54,6 +54,10 @@ def fast94_epoch_seconds(device: str = "auto", threads: int = 0) -> float:
         torch.set_num_threads(threads)
     try:
         return _time_steps(dev)
+    except RuntimeError as e:  # out of memory on a shared GPU, a broken driver: one line, and what avoids it
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CifarlabError(f"could not time this machine to choose a recipe for --time-budget ({first}); name the "
+                            "recipe (--recipe fast94, fast95, ...)") from None
     finally:
         torch.set_num_threads(before)
         _unbilled += time.perf_counter() - started
