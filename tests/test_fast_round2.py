@@ -300,7 +300,7 @@ def test_the_seconds_spent_choosing_a_recipe_come_off_the_budget(tmp_path, monke
 
     make_cifar10_python(tmp_path, per_batch=20, test=10)
     probe.take_unbilled()
-    monkeypatch.setattr(probe, "_unbilled", 12.0)  # as if the probe had timed fast94 for 12 s before this run
+    monkeypatch.setattr(probe._Ledger, "unbilled", 12.0)  # as if the probe had timed fast94 for 12 s before this run
     seen = _SeeSetup()
     cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=1, batch_size=25, val_every=0, time_budget=0.05,
                    out=str(tmp_path / "r"), progress=False, report=False, callbacks=[seen])

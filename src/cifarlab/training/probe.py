@@ -21,13 +21,15 @@ from ..errors import CifarlabError
 EPOCH_IMAGES = 45_000  # an epoch of the default 45,000 / 5,000 split
 BATCH = 256  # fast94's batch size
 WARMUP, TIMED = 1, 2  # the first step builds the kernels (oneDNN primitives, cuDNN plans); it is not timed
-_unbilled = 0.0  # seconds probed that no run's budget has been charged for yet
+
+
+class _Ledger:
+    unbilled = 0.0  # seconds probed that no run's budget has been charged for yet
 
 
 def take_unbilled() -> float:
     """Seconds spent probing since the last call: the run the probe chose a recipe for takes them off its budget."""
-    global _unbilled
-    spent, _unbilled = _unbilled, 0.0
+    spent, _Ledger.unbilled = _Ledger.unbilled, 0.0
     return spent
 
 
@@ -46,7 +48,6 @@ def fast94_epoch_seconds(device: str = "auto", threads: int = 0) -> float:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # ranks timing themselves could choose different recipes
         raise CifarlabError("--time-budget without a recipe chooses one by timing this machine, which the ranks of a "
                             "distributed run could disagree on: name the recipe (--recipe fast94, fast95, ...)")
-    global _unbilled
     started = time.perf_counter()
     dev = resolve_device(device)
     before = torch.get_num_threads()
@@ -60,7 +61,7 @@ def fast94_epoch_seconds(device: str = "auto", threads: int = 0) -> float:
                             "recipe (--recipe fast94, fast95, ...)") from None
     finally:
         torch.set_num_threads(before)
-        _unbilled += time.perf_counter() - started
+        _Ledger.unbilled += time.perf_counter() - started
 
 
 def _time_steps(dev: torch.device) -> float:
