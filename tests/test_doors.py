@@ -67,6 +67,7 @@ def data(tmp_path) -> str:
     (["--batch-size", "0"], "batch_size"), (["--resize-schedule", "[[0, 4]]"], "resize_schedule"),
     (["--model-args", "{bogus: 1}"], "bogus"), (["--resize", "2000"], "resize"),
     (["--resize-schedule", "[[0, 64], [1, 6496]]"], "resize_schedule"),
+    (["--threads", "1000000"], "threads"),  # torch would segfault creating them
 ])
 def test_bad_training_values_name_the_key_before_any_data_is_read(capsys, tmp_path, data, args, key):
     fails(capsys, ["train", "--model", "resnet_small", "--data", data, "--out", str(tmp_path / "r"), *args], key)

@@ -210,6 +210,9 @@ def test_the_speed_probe_times_fast94_and_leaves_the_process_as_it_was(monkeypat
     def out_of_memory(dev):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\n(details)")
 
+    for threads in ("true", "1000000"):  # refused by validation before anything is timed (a million would crash)
+        assert main(["train", "--time-budget", "7", "--threads", threads, "--print-config"]) == 2
+        assert "config key 'threads'" in capsys.readouterr().err
     monkeypatch.setattr(probe, "_time_steps", out_of_memory)
     assert main(["train", "--time-budget", "7", "--threads", "1", "--print-config"]) == 2
     err = capsys.readouterr().err.strip()

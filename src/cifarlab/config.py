@@ -146,6 +146,7 @@ PRECISIONS = ("auto", "fp32", "bf16")  # `precision`; also eval/predict's --prec
 # The largest size images are resized to (px): 32-px CIFAR images gain nothing beyond it, and a batch at 6,000 px
 # would need gigabytes per image before any check could say so.
 MAX_RESIZE = 1024
+MAX_THREADS = 1024  # CPU threads: above any machine's cores; a million crash torch
 
 
 def _type_of(name: str) -> Any:
@@ -225,7 +226,8 @@ _BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     **dict.fromkeys(("epochs", "batch_size", "eval_batch_size", "ema_every", "cyclic_step_size", "muon_ns_steps",
                      "select_proxy_every"), (1, _INF, True, False)),
     **dict.fromkeys(("lr_reference_batch", "plateau_patience", "plateau_cooldown", "early_stop_patience",
-                     "checkpoint_every", "threads", "unfreeze_epoch", "val_every"), _AT_LEAST_0),
+                     "checkpoint_every", "unfreeze_epoch", "val_every"), _AT_LEAST_0),
+    "threads": (0, MAX_THREADS, True, True),  # a million OpenMP threads crash torch (a segfault, not an error)
     "resize": (0, MAX_RESIZE, True, True),
 }
 
@@ -450,13 +452,13 @@ def make_config(recipe_name: str | None = None, /, **overrides: Any) -> Config:
     machine (`BUDGET_RECIPES`, in epochs timed by `training.probe`)."""
     budget = overrides.get("time_budget")
     if not recipe_name and overrides.get("model") is None and overrides.get("recipe") is None and budget:
-        valid = isinstance(budget, (int, float)) and not isinstance(budget, bool) and math.isfinite(budget * 60)
-        if valid and budget > 0:  # an invalid budget is refused by validate() below, without timing anything
+        threads = overrides.get("threads") or 0
+        valid = (isinstance(budget, (int, float)) and not isinstance(budget, bool) and math.isfinite(budget * 60)
+                 and isinstance(threads, int) and not isinstance(threads, bool) and 0 <= threads <= MAX_THREADS)
+        if valid and budget > 0:  # an invalid budget or thread count is refused by validate(), without timing
             from .training.probe import fast94_epoch_seconds
 
-            threads = overrides.get("threads")
-            epoch_s = fast94_epoch_seconds(str(overrides.get("device") or "auto"),
-                                           threads if isinstance(threads, int) and threads > 0 else 0)
+            epoch_s = fast94_epoch_seconds(str(overrides.get("device") or "auto"), threads)
             recipe_name = recipe_for_budget(float(budget), epoch_s)
             logging.getLogger("cifarlab").info(
                 "no recipe given: %s, the best measured for %g minutes on a machine that trains a fast94 epoch in "
