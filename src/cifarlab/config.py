@@ -232,9 +232,14 @@ _BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
 }
 
 
+def _in_range(key: str, value: float) -> bool:
+    low, high, low_in, high_in = _BOUNDS[key]
+    return (low < value or (low_in and value == low)) and (value < high or (high_in and value == high))
+
+
 def _check_range(key: str, value: float) -> None:
     low, high, low_in, high_in = _BOUNDS[key]
-    if not (low < value or (low_in and value == low)) or not (value < high or (high_in and value == high)):
+    if not _in_range(key, value):
         if high == _INF:
             span = f"{'>=' if low_in else '>'} {low}"
         else:
@@ -453,8 +458,8 @@ def make_config(recipe_name: str | None = None, /, **overrides: Any) -> Config:
     budget = overrides.get("time_budget")
     if not recipe_name and overrides.get("model") is None and overrides.get("recipe") is None and budget:
         threads = overrides.get("threads") or 0
-        valid = (isinstance(budget, (int, float)) and not isinstance(budget, bool) and math.isfinite(budget * 60)
-                 and isinstance(threads, int) and not isinstance(threads, bool) and 0 <= threads <= MAX_THREADS)
+        valid = (isinstance(budget, (int, float)) and not isinstance(budget, bool) and _in_range("time_budget", budget)
+                 and isinstance(threads, int) and not isinstance(threads, bool) and _in_range("threads", threads))
         if valid and budget > 0:  # an invalid budget or thread count is refused by validate(), without timing
             from .training.probe import fast94_epoch_seconds
 
