@@ -2,12 +2,15 @@
 
     python bench/budget_curve.py fast94 fast95 --minutes 2 5 10 20 40 --out runs/budget
     python bench/budget_curve.py fast94 --minutes 5 --seeds 0 1 2 -- --val-every 0 --tta-margin 0.3
+    python bench/budget_curve.py auto --minutes 5 10 30
 
-Arguments after `--` are passed to every run as config overrides. Each run is its own `cifarlab train` process,
-so the wall time printed is the whole command's (start-up, reading the data, training, final evaluation), set
-beside the budget it was given. Writes OUT/budget_curve.json, OUT/budget_curve.md (the table, for BENCHMARKS.md
-and the README) and OUT/budget_curve.png (one line per recipe); runs already in OUT are read, not run again.
-Time nothing else on the machine meanwhile.
+The recipe `auto` names none, as a user who gives only `--time-budget` does: the run times this machine and
+chooses (config.BUDGET_RECIPES), and its rows say which recipe it chose ("auto (fast95)"). Arguments after `--` are
+passed to every run as config overrides. Each run is its own `cifarlab train` process, so the wall time printed is
+the whole command's (start-up, reading the data, training, final evaluation), set beside the budget it was given.
+Writes OUT/budget_curve.json, OUT/budget_curve.md (the table, for BENCHMARKS.md and the README) and
+OUT/budget_curve.png (one line per recipe); runs already in OUT are read, not run again, and a run cut off (Ctrl-C,
+a failure) is resumed by the next call, its command seconds summed over both. Time nothing else meanwhile.
 """
 
 from __future__ import annotations
@@ -23,38 +26,64 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import parse_run_args  # noqa: E402
 
+AUTO = "auto"  # no recipe: the run chooses one for its budget, as `cifarlab train --time-budget N` alone does
+
+
+def train_command(recipe: str, minutes: float, seed: int, data: str, run_dir: Path, extra: list[str]) -> list[str]:
+    """The command that trains this point, or continues it where a cut-off command left its checkpoint (the
+    budget's clock is saved with it, so the resumed run ends where the first would have)."""
+    if (run_dir / "last.pt").is_file():
+        return [sys.executable, "-m", "cifarlab", "train", "--resume", str(run_dir), "--data", data]
+    chosen = [] if recipe == AUTO else ["--recipe", recipe]
+    return [sys.executable, "-m", "cifarlab", "train", *chosen, "--data", data, "--seed", str(seed),
+            "--time-budget", str(minutes), "--out", str(run_dir), "--progress", "false", "--no-report", *extra]
+
 
 def run_one(recipe: str, minutes: float, seed: int, data: str, run_dir: Path, extra: list[str]) -> dict:
-    summary = run_dir / "summary.json"
+    summary, command = run_dir / "summary.json", run_dir / "command_seconds.txt"  # seconds: summed over commands
     if not summary.is_file():
-        cmd = [sys.executable, "-m", "cifarlab", "train", "--recipe", recipe, "--data", data, "--seed", str(seed),
-               "--time-budget", str(minutes), "--out", str(run_dir), "--progress", "false", "--no-report", *extra]
-        start = time.perf_counter()
+        cmd = train_command(recipe, minutes, seed, data, run_dir, extra)
         log_path = run_dir.parent / f"{run_dir.name}.log"  # (with_suffix would cut at the budget's decimal point)
-        with open(log_path, "w") as log:
-            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+        start = time.perf_counter()
+        try:
+            with open(log_path, "a") as log:
+                rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+        finally:  # a command cut off still spent its seconds: the resume adds its own to them
+            if run_dir.is_dir():  # (a run refused before it made its folder has nothing to resume)
+                before = float(command.read_text()) if command.is_file() else 0.0
+                command.write_text(f"{before + time.perf_counter() - start:.1f}\n")
         if rc != 0:
             raise SystemExit(f"{' '.join(cmd)} failed with exit {rc}; see {log_path}")
-        (run_dir / "command_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
     s = json.loads(summary.read_text())
-    command = run_dir / "command_seconds.txt"
-    return {"recipe": recipe, "minutes": minutes, "seed": seed, "epochs": s["epochs_run"],
+    return {"recipe": recipe, "chosen": s.get("recipe") or s["model"], "minutes": minutes, "seed": seed,
+            "epochs": s["epochs_run"],
             "val_top1": s["final"].get("val_top1"), "val_top1_tta": (s.get("final_tta") or {}).get("val_top1"),
             "run_seconds": s["wall_seconds"],
             "command_seconds": float(command.read_text()) if command.is_file() else None}
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| recipe | budget (min) | seeds | epochs | val top-1 | with TTA | run wall (s) | vs budget |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    """One line per recipe and budget: means over the seeds, the longest run and command (the budget's worst)."""
+    lines = ["| recipe | budget (min) | seeds | epochs | val top-1 | with TTA | run wall (s) | command (s) "
+             "| vs budget (run / command) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for (recipe, minutes), group in _groups(rows).items():
+        if recipe == AUTO:  # which recipe the runs chose (each seed's run times the machine for itself)
+            recipe = f"{AUTO} ({'/'.join(dict.fromkeys(r.get('chosen') or '?' for r in group))})"
         tta = [r["val_top1_tta"] for r in group if r["val_top1_tta"] is not None]
         wall = max(r["run_seconds"] for r in group)
+        commands = [r["command_seconds"] for r in group if r.get("command_seconds") is not None]
+        command = max(commands) if len(commands) == len(group) else None
         lines.append(f"| {recipe} | {minutes:g} | {len(group)} | {statistics.mean(r['epochs'] for r in group):.1f} | "
                      f"{100 * statistics.mean(r['val_top1'] for r in group):.2f}% | "
                      + (f"{100 * statistics.mean(tta):.2f}%" if tta else "n/a")
-                     + f" | {wall:.0f} | {100 * (wall / (60 * minutes) - 1):+.1f}% |")
+                     + f" | {wall:.0f} | " + ("n/a" if command is None else f"{command:.0f}")
+                     + f" | {_vs(wall, minutes)} / " + ("n/a" if command is None else _vs(command, minutes)) + " |")
     return "\n".join(lines)
+
+
+def _vs(seconds: float, minutes: float) -> str:
+    return f"{100 * (seconds / (60 * minutes) - 1):+.1f}%"
 
 
 def _groups(rows: list[dict]) -> dict[tuple[str, float], list[dict]]:

@@ -156,18 +156,24 @@ def test_a_budget_alone_chooses_the_recipe_measured_best_for_it_on_this_machine(
     from cifarlab.training import probe
 
     # the crossovers are in fast94 epochs: 100-s epochs (the development CPU) and far shorter ones (a GPU)
-    (first_upto, first), (_, second) = BUDGET_RECIPES[0], BUDGET_RECIPES[1]
+    (first_upto, first, _), (_, second, _) = BUDGET_RECIPES[0], BUDGET_RECIPES[1]
+    largest = BUDGET_RECIPES[-1][1]
     at_crossover = first_upto * 100 / 60  # minutes
-    assert recipe_for_budget(at_crossover, 100) == first
-    assert recipe_for_budget(at_crossover * 1.01, 100) == second
-    assert recipe_for_budget(at_crossover, 100 / 1e6) == BUDGET_RECIPES[-1][1]  # a fast machine: the largest
+    assert recipe_for_budget(at_crossover, 100)[0] == first
+    assert recipe_for_budget(at_crossover * 1.01, 100)[0] == second
+    assert recipe_for_budget(at_crossover, 100 / 1e6)[0] == largest  # a fast machine: the largest
     monkeypatch.setattr(probe, "fast94_epoch_seconds", lambda device="auto", threads=0: 100.0)
     assert make_config(time_budget=at_crossover).recipe == first
-    assert make_config(time_budget=525_600).recipe == BUDGET_RECIPES[-1][1]
+    assert make_config(time_budget=525_600).recipe == largest
     monkeypatch.setattr(probe, "fast94_epoch_seconds", lambda device="auto", threads=0: 100 / 1e6)
-    assert make_config(time_budget=at_crossover).recipe == BUDGET_RECIPES[-1][1]  # the same minutes, a faster machine
-    for _, name in BUDGET_RECIPES:  # every recipe the table names is bundled and valid
-        assert make_config(name).recipe == name
+    assert make_config(time_budget=at_crossover).recipe == largest  # the same minutes, a faster machine
+    for _, name, settings in BUDGET_RECIPES:  # every recipe the table names is bundled and valid with its settings
+        assert make_config(name).recipe == name and make_config(name, **settings).recipe == name
+    # fast95 under a budget starts at 24 px (measured better there); the recipe named, or a schedule given, is as asked
+    assert make_config(time_budget=60).resize_schedule == [[0, 24], [13, 32]]
+    assert make_config("fast95", time_budget=60).resize_schedule == []
+    assert make_config(time_budget=60, resize_schedule=[[0, 32]]).resize_schedule == [[0, 32]]
+    assert recipe_for_budget(60, 1)[1] is not BUDGET_RECIPES[-1][2]  # a copy: a caller cannot change the table
     assert make_config("fast94_select").select_keep == 0.5
     assert make_config(time_budget=5, model="resnet_small").recipe == ""  # a model given: no recipe chosen
     assert make_config("seed001_small", time_budget=5).recipe == "seed001_small"
@@ -176,7 +182,7 @@ def test_a_budget_alone_chooses_the_recipe_measured_best_for_it_on_this_machine(
     monkeypatch.setattr(probe, "fast94_epoch_seconds", lambda device="auto", threads=0: 100.0)
     assert main(["train", "--time-budget", "7", "--print-config"]) == 0
     printed = capsys.readouterr().out
-    assert f"recipe: {recipe_for_budget(7, 100)}" in printed and "time_budget: 7" in printed
+    assert f"recipe: {recipe_for_budget(7, 100)[0]}" in printed and "time_budget: 7" in printed
     assert main(["train", "--data", str(tmp_path)]) == 2
     assert "--time-budget" in capsys.readouterr().err
 

@@ -7,6 +7,7 @@ Unknown keys and values of the wrong type are rejected with the key named.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -431,7 +432,8 @@ def load_recipe(name: str) -> dict[str, Any]:
     return values
 
 
-# The recipe a run with a time budget and neither a recipe nor a model takes. A budget means a different model on a
+# The recipe a run with a time budget and neither a recipe nor a model takes, with the settings that did best for it
+# under a budget (applied over the recipe; the user's own options still win). A budget means a different model on a
 # laptop than on a GPU, so the crossovers are stated in epochs of fast94 at 32 px on the machine that runs
 # (training.probe times a few of its steps): for budgets of up to the first figure's worth of such epochs, the first
 # recipe, and so on. Measured on the development machine (2 cores, where such an epoch took about 100 s on the days
@@ -440,22 +442,30 @@ def load_recipe(name: str) -> dict[str, Any]:
 # "Fewer FLOPs per epoch"), so it takes the budgets up to 7 epochs; fast94 is measured at 10.7 and 21.3 minutes
 # ("Budget curve"); fast95 needs about 4x fast94's time for its planned 23 epochs, so it takes the budgets from
 # about 27 epochs (45 minutes there) on, where fast94's schedule would be stretched twofold (that crossover is not
-# measured yet; at 36 epochs, 53 minutes there, fast95 reached 91.98% against fast94's 91.34% at 13). One seed per
-# point so far.
-BUDGET_RECIPES: tuple[tuple[float, str], ...] = ((7.0, "fast94_select"), (27.0, "fast94"), (math.inf, "fast95"))
+# measured yet; at 36 epochs, 53 minutes there, fast95 reached 91.98% against fast94's 91.34% at 13). Under a budget
+# fast95 trains the first 13/23 of its clock at 24 px: at 53 minutes that bought it 21 epochs instead of 15 and
+# 92.36% instead of 91.98% (seed 0 each; at full length the same schedule costs 0.74x the time at -0.32 points).
+# One seed per point so far.
+BUDGET_RECIPES: tuple[tuple[float, str, dict[str, Any]], ...] = (
+    (7.0, "fast94_select", {}),
+    (27.0, "fast94", {}),
+    (math.inf, "fast95", {"resize_schedule": [[0, 24], [13, 32]]}),
+)
 
 
-def recipe_for_budget(minutes: float, epoch_seconds: float) -> str:
-    """The recipe that did best in `minutes` on a machine that trains a fast94 epoch in `epoch_seconds`."""
+def recipe_for_budget(minutes: float, epoch_seconds: float) -> tuple[str, dict[str, Any]]:
+    """The recipe that did best in `minutes` on a machine that trains a fast94 epoch in `epoch_seconds`, and the
+    settings it did best with there."""
     epochs = minutes * 60 / epoch_seconds
-    return next(name for upto, name in BUDGET_RECIPES if epochs <= upto)
+    name, settings = next((name, settings) for upto, name, settings in BUDGET_RECIPES if epochs <= upto)
+    return name, copy.deepcopy(settings)
 
 
 def make_config(recipe_name: str | None = None, /, **overrides: Any) -> Config:
     """defaults < recipe < overrides, validated. (`recipe_name` is positional: `recipe` is also a config key.)
     With a `time_budget`, no recipe and no `model`, the recipe is the one that does best in that budget on this
     machine (`BUDGET_RECIPES`, in epochs timed by `training.probe`)."""
-    budget = overrides.get("time_budget")
+    budget, chosen = overrides.get("time_budget"), {}
     if not recipe_name and overrides.get("model") is None and overrides.get("recipe") is None and budget:
         threads = overrides.get("threads") or 0
         valid = (isinstance(budget, (int, float)) and not isinstance(budget, bool) and _in_range("time_budget", budget)
@@ -464,13 +474,15 @@ def make_config(recipe_name: str | None = None, /, **overrides: Any) -> Config:
             from .training.probe import fast94_epoch_seconds
 
             epoch_s = fast94_epoch_seconds(str(overrides.get("device") or "auto"), threads)
-            recipe_name = recipe_for_budget(float(budget), epoch_s)
+            recipe_name, chosen = recipe_for_budget(float(budget), epoch_s)
             logging.getLogger("cifarlab").info(
-                "no recipe given: %s, the best measured for %g minutes on a machine that trains a fast94 epoch in "
-                "%.3g s (%.3g of them)", recipe_name, budget, epoch_s, budget * 60 / epoch_s)
+                "no recipe given: %s%s, the best measured for %g minutes on a machine that trains a fast94 epoch in "
+                "%.3g s (%.3g of them)", recipe_name, "".join(f" {k}={v}" for k, v in chosen.items()), budget, epoch_s,
+                budget * 60 / epoch_s)
     cfg = Config()
     if recipe_name:
         cfg = apply_overrides(cfg, load_recipe(recipe_name))
+    cfg = apply_overrides(cfg, chosen)
     cfg = apply_overrides(cfg, {k: v for k, v in overrides.items() if v is not None})
     return validate(cfg)
 

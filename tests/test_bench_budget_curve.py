@@ -1,0 +1,90 @@
+"""bench/budget_curve.py: the point with no recipe, and the seconds of a command that was cut off."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).parents[1] / "bench"
+
+
+@pytest.fixture(scope="module")
+def curve():
+    spec = importlib.util.spec_from_file_location("budget_curve", BENCH / "budget_curve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _summary(run_dir: Path, recipe: str, epochs: int = 3, wall: float = 290.0) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "summary.json").write_text(json.dumps({
+        "model": recipe, "recipe": recipe, "epochs_run": epochs, "final": {"val_top1": 0.88},
+        "final_tta": {"val_top1": 0.9}, "wall_seconds": wall}))
+
+
+def test_auto_names_no_recipe_and_its_rows_say_which_the_run_chose(curve, tmp_path, monkeypatch):
+    run_dir = tmp_path / "auto-5min-s0"
+    cmd = curve.train_command("auto", 5, 0, "data.tar.gz", run_dir, ["--threads", "2"])
+    assert "--recipe" not in cmd and cmd[cmd.index("--time-budget") + 1] == "5"
+    assert cmd[-2:] == ["--threads", "2"] and cmd[cmd.index("--out") + 1] == str(run_dir)
+    named = curve.train_command("fast94", 5, 0, "data.tar.gz", run_dir, [])
+    assert named[named.index("--recipe") + 1] == "fast94"
+
+    seen = []
+
+    def fake_run(cmd, **kwargs):  # the run chooses fast94_select for itself, as the probe would
+        seen.append(cmd)
+        _summary(run_dir, "fast94_select")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(curve.subprocess, "run", fake_run)
+    row = curve.run_one("auto", 5, 0, "data.tar.gz", run_dir, [])
+    assert row["recipe"] == "auto" and row["chosen"] == "fast94_select" and len(seen) == 1
+    assert row["command_seconds"] is not None and row["command_seconds"] >= 0
+    other = dict(row, seed=1, chosen="fast94", val_top1_tta=0.8, run_seconds=310.0, command_seconds=330.0)
+    md = curve.table([row, other])
+    line = md.splitlines()[2]
+    assert line.startswith("| auto (fast94_select/fast94) | 5 | 2 | 3.0 | 88.00% | 85.00% | 310 | 330 |")
+    assert line.endswith("| +3.3% / +10.0% |")  # the longest of the seeds, against 300 s
+
+
+def test_a_cut_off_command_keeps_its_seconds_and_the_next_call_resumes_it(curve, tmp_path, monkeypatch):
+    run_dir = tmp_path / "fast94-10.7min-s0"
+    clock = iter([100.0, 160.0, 200.0, 230.5])  # two commands: 60 s cut off, then 30.5 s to the end
+    monkeypatch.setattr(curve.time, "perf_counter", lambda: next(clock))
+
+    def cut_off(cmd, **kwargs):  # the run made its folder and its checkpoint, then Ctrl-C reached the bench
+        run_dir.mkdir(parents=True)
+        (run_dir / "last.pt").write_bytes(b"checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(curve.subprocess, "run", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        curve.run_one("fast94", 10.7, 0, "data.tar.gz", run_dir, ["--threads", "2"])
+    assert (run_dir / "command_seconds.txt").read_text() == "60.0\n"
+
+    seen = []
+
+    def resumed(cmd, **kwargs):
+        seen.append(cmd)
+        _summary(run_dir, "fast94", epochs=13, wall=635.2)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(curve.subprocess, "run", resumed)
+    row = curve.run_one("fast94", 10.7, 0, "data.tar.gz", run_dir, ["--threads", "2"])
+    assert seen[0][seen[0].index("--resume") + 1] == str(run_dir) and "--recipe" not in seen[0]
+    assert row["command_seconds"] == pytest.approx(90.5) and row["epochs"] == 13
+    assert (run_dir.parent / f"{run_dir.name}.log").is_file()  # one log, appended to by both commands
+
+
+def test_a_failed_command_that_made_no_folder_leaves_nothing_and_says_so(curve, tmp_path, monkeypatch):
+    run_dir = tmp_path / "nope-5min-s0"
+    monkeypatch.setattr(curve.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 2))
+    with pytest.raises(SystemExit, match="failed with exit 2"):
+        curve.run_one("nope", 5, 0, "data.tar.gz", run_dir, [])
+    assert not run_dir.exists()
