@@ -444,8 +444,8 @@ def load_recipe(name: str) -> dict[str, Any]:
 # about 27 epochs (45 minutes there) on, where fast94's schedule would be stretched twofold (that crossover is not
 # measured yet; at 36 epochs, 53 minutes there, fast95 reached 91.98% against fast94's 91.34% at 13). Under a budget
 # fast95 trains the first 13/23 of its clock at 24 px: at 53 minutes that bought it 21 epochs instead of 15 and
-# 92.36% instead of 91.98% (seed 0 each; at full length the same schedule costs 0.74x the time at -0.32 points).
-# One seed per point so far.
+# 92.36% instead of 91.98% (seed 0 each; seed 1, resized: 91.60%, so the gain is within the seed spread; at full
+# length the same schedule costs 0.74x the time at -0.32 points). One or two seeds per point so far.
 BUDGET_RECIPES: tuple[tuple[float, str, dict[str, Any]], ...] = (
     (7.0, "fast94_select", {}),
     (27.0, "fast94", {}),
