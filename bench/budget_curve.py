@@ -69,10 +69,10 @@ def table(rows: list[dict]) -> str:
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for (recipe, minutes), group in _groups(rows).items():
         if recipe == AUTO:  # which recipe the runs chose (each seed's run times the machine for itself)
-            recipe = f"{AUTO} ({'/'.join(dict.fromkeys(r.get('chosen') or '?' for r in group))})"
+            recipe = f"{AUTO} ({'/'.join(dict.fromkeys(r['chosen'] for r in group))})"
         tta = [r["val_top1_tta"] for r in group if r["val_top1_tta"] is not None]
         wall = max(r["run_seconds"] for r in group)
-        commands = [r["command_seconds"] for r in group if r.get("command_seconds") is not None]
+        commands = [r["command_seconds"] for r in group if r["command_seconds"] is not None]
         command = max(commands) if len(commands) == len(group) else None
         lines.append(f"| {recipe} | {minutes:g} | {len(group)} | {statistics.mean(r['epochs'] for r in group):.1f} | "
                      f"{100 * statistics.mean(r['val_top1'] for r in group):.2f}% | "
