@@ -18,48 +18,30 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import parse_run_args  # noqa: E402
+from common import command_seconds, parse_run_args, train_point  # noqa: E402
 
 AUTO = "auto"  # no recipe: the run chooses one for its budget, as `cifarlab train --time-budget N` alone does
 
 
 def train_command(recipe: str, minutes: float, seed: int, data: str, run_dir: Path, extra: list[str]) -> list[str]:
-    """The command that trains this point, or continues it where a cut-off command left its checkpoint (the
-    budget's clock is saved with it, so the resumed run ends where the first would have)."""
-    if (run_dir / "last.pt").is_file():
-        return [sys.executable, "-m", "cifarlab", "train", "--resume", str(run_dir), "--data", data]
+    """The command that trains this point (a point cut off is resumed instead: `common.train_point`; the budget's
+    clock is saved in its checkpoint, so the resumed run ends where the first would have)."""
     chosen = [] if recipe == AUTO else ["--recipe", recipe]
     return [sys.executable, "-m", "cifarlab", "train", *chosen, "--data", data, "--seed", str(seed),
             "--time-budget", str(minutes), "--out", str(run_dir), "--progress", "false", "--no-report", *extra]
 
 
 def run_one(recipe: str, minutes: float, seed: int, data: str, run_dir: Path, extra: list[str]) -> dict:
-    summary, command = run_dir / "summary.json", run_dir / "command_seconds.txt"  # seconds: summed over commands
-    if not summary.is_file():
-        cmd = train_command(recipe, minutes, seed, data, run_dir, extra)
-        log_path = run_dir.parent / f"{run_dir.name}.log"  # (with_suffix would cut at the budget's decimal point)
-        start = time.perf_counter()
-        try:
-            with open(log_path, "a") as log:
-                rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
-        finally:  # a command cut off still spent its seconds: the resume adds its own to them
-            if run_dir.is_dir():  # (a run refused before it made its folder has nothing to resume)
-                before = float(command.read_text()) if command.is_file() else 0.0
-                command.write_text(f"{before + time.perf_counter() - start:.1f}\n")
-        if rc != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed with exit {rc}; see {log_path}")
-    s = json.loads(summary.read_text())
+    train_point(run_dir, train_command(recipe, minutes, seed, data, run_dir, extra), data)
+    s = json.loads((run_dir / "summary.json").read_text())
     return {"recipe": recipe, "chosen": s.get("recipe") or s["model"], "minutes": minutes, "seed": seed,
             "epochs": s["epochs_run"],
             "val_top1": s["final"].get("val_top1"), "val_top1_tta": (s.get("final_tta") or {}).get("val_top1"),
-            "run_seconds": s["wall_seconds"],
-            "command_seconds": float(command.read_text()) if command.is_file() else None}
+            "run_seconds": s["wall_seconds"], "command_seconds": command_seconds(run_dir)}
 
 
 def table(rows: list[dict]) -> str:

@@ -6,11 +6,16 @@ import argparse
 import os
 import platform
 import resource
+import subprocess
+import sys
 import time
 from datetime import date
 from pathlib import Path
 
 import torch
+
+from cifarlab.errors import CifarlabError
+from cifarlab.files import RunLock
 
 
 def machine() -> str:
@@ -57,3 +62,41 @@ def parse_run_args(p: argparse.ArgumentParser, out: str) -> tuple[argparse.Names
     folder.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()}", flush=True)
     return args, [x for x in extra if x != "--"], folder
+
+
+def train_point(run_dir: Path, new: list[str], data: str) -> None:
+    """Bring the training run in `run_dir` to its end: `new` (a `cifarlab train` command writing there) if it never
+    started, `--resume` if a command before was cut off (Ctrl-C, a failure), nothing if it has its summary. The
+    output is appended to RUN.log beside it and each command's seconds are added up in RUN/command_seconds.txt (a
+    command cut off still spent them). A second bench on the same run at once is refused before it runs anything,
+    in one line: it would resume the same checkpoint and count its seconds into the first's."""
+    try:
+        lock = RunLock(run_dir.parent, f".{run_dir.name}.lock", f"a bench training {run_dir.name} there").acquire()
+    except CifarlabError as exc:
+        raise SystemExit(str(exc)) from None
+    try:
+        if (run_dir / "summary.json").is_file():
+            return
+        cmd = ([sys.executable, "-m", "cifarlab", "train", "--resume", str(run_dir), "--data", data]
+               if (run_dir / "last.pt").is_file() else new)
+        log_path = run_dir.parent / f"{run_dir.name}.log"  # (with_suffix would cut at a budget's decimal point)
+        print(f"{' '.join(cmd)}  (log: {log_path})", flush=True)
+        start = time.perf_counter()
+        try:
+            with open(log_path, "a") as log:
+                rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+        finally:  # a command cut off still spent its seconds: the resume adds its own to them
+            if run_dir.is_dir():  # (a run refused before it made its folder has nothing to resume)
+                seconds = run_dir / "command_seconds.txt"
+                before = float(seconds.read_text()) if seconds.is_file() else 0.0
+                seconds.write_text(f"{before + time.perf_counter() - start:.1f}\n")
+        if rc != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed with exit {rc}; see {log_path}")
+    finally:
+        lock.release()
+
+
+def command_seconds(run_dir: Path) -> float | None:
+    """The seconds every command of the run in `run_dir` took together (`train_point`), if it counted them."""
+    seconds = run_dir / "command_seconds.txt"
+    return float(seconds.read_text()) if seconds.is_file() else None

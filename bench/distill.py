@@ -14,41 +14,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import parse_run_args  # noqa: E402
+from common import command_seconds, parse_run_args, train_point  # noqa: E402
 
 
 def run_one(role: str, recipe: str, seed: int, data: str, run_dir: Path, extra: list[str]) -> dict:
     """Train (or continue, or read) one run; its figures as a row."""
-    summary, seconds = run_dir / "summary.json", run_dir / "command_seconds.txt"  # seconds: summed over commands
-    if not summary.is_file():
-        if (run_dir / "last.pt").is_file():
-            cmd = [sys.executable, "-m", "cifarlab", "train", "--resume", str(run_dir), "--data", data]
-        else:
-            cmd = [sys.executable, "-m", "cifarlab", "train", "--recipe", recipe, "--data", data, "--seed", str(seed),
-                   "--out", str(run_dir), "--progress", "false", *extra]
-        log_path = run_dir.parent / f"{run_dir.name}.log"
-        print(f"{role}: {' '.join(cmd)}  (log: {log_path})", flush=True)
-        start = time.perf_counter()
-        try:
-            with open(log_path, "a") as log:
-                rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
-        finally:  # a command cut off (Ctrl-C, a failure) still spent its seconds: its resume adds to them
-            if run_dir.is_dir():  # (a run refused before it made its folder has nothing to resume)
-                before = float(seconds.read_text()) if seconds.is_file() else 0.0
-                seconds.write_text(f"{before + time.perf_counter() - start:.1f}\n")
-        if rc != 0:
-            raise SystemExit(f"{role} run failed with exit {rc}; see {log_path}")
-    s = json.loads(summary.read_text())
+    print(f"{role}: {run_dir}", flush=True)
+    train_point(run_dir, [sys.executable, "-m", "cifarlab", "train", "--recipe", recipe, "--data", data, "--seed",
+                          str(seed), "--out", str(run_dir), "--progress", "false", *extra], data)
+    s = json.loads((run_dir / "summary.json").read_text())
     return {"role": role, "recipe": s.get("recipe") or recipe, "seed": seed, "params": s["params"],
             "epochs": s["epochs_run"], "val_top1": s["final"].get("val_top1"),
             "val_top1_tta": (s.get("final_tta") or {}).get("val_top1"), "train_seconds": s["train_seconds"],
-            "command_seconds": float(seconds.read_text()) if seconds.is_file() else None, "run_dir": str(run_dir)}
+            "command_seconds": command_seconds(run_dir), "run_dir": str(run_dir)}
 
 
 def table(rows: list[dict]) -> str:

@@ -1,13 +1,17 @@
-"""bench/budget_curve.py: the point with no recipe, and the seconds of a command that was cut off."""
+"""bench/budget_curve.py: the point with no recipe, the seconds of a command that was cut off, two benches at once."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from cifarlab.files import RunLock
 
 BENCH = Path(__file__).parents[1] / "bench"
 
@@ -20,6 +24,11 @@ def curve():
     return module
 
 
+@pytest.fixture()
+def common(curve):
+    return sys.modules["common"]  # bench/common.py, as budget_curve.py imported it: where commands are run
+
+
 def _summary(run_dir: Path, recipe: str, epochs: int = 3, wall: float = 290.0) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.json").write_text(json.dumps({
@@ -27,7 +36,7 @@ def _summary(run_dir: Path, recipe: str, epochs: int = 3, wall: float = 290.0) -
         "final_tta": {"val_top1": 0.9}, "wall_seconds": wall}))
 
 
-def test_auto_names_no_recipe_and_its_rows_say_which_the_run_chose(curve, tmp_path, monkeypatch):
+def test_auto_names_no_recipe_and_its_rows_say_which_the_run_chose(curve, common, tmp_path, monkeypatch):
     run_dir = tmp_path / "auto-5min-s0"
     cmd = curve.train_command("auto", 5, 0, "data.tar.gz", run_dir, ["--threads", "2"])
     assert "--recipe" not in cmd and cmd[cmd.index("--time-budget") + 1] == "5"
@@ -42,7 +51,7 @@ def test_auto_names_no_recipe_and_its_rows_say_which_the_run_chose(curve, tmp_pa
         _summary(run_dir, "fast94_select")
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(curve.subprocess, "run", fake_run)
+    monkeypatch.setattr(common.subprocess, "run", fake_run)
     row = curve.run_one("auto", 5, 0, "data.tar.gz", run_dir, [])
     assert row["recipe"] == "auto" and row["chosen"] == "fast94_select" and len(seen) == 1
     assert row["command_seconds"] is not None and row["command_seconds"] >= 0
@@ -53,17 +62,17 @@ def test_auto_names_no_recipe_and_its_rows_say_which_the_run_chose(curve, tmp_pa
     assert line.endswith("| +3.3% / +10.0% |")  # the longest of the seeds, against 300 s
 
 
-def test_a_cut_off_command_keeps_its_seconds_and_the_next_call_resumes_it(curve, tmp_path, monkeypatch):
+def test_a_cut_off_command_keeps_its_seconds_and_the_next_call_resumes_it(curve, common, tmp_path, monkeypatch):
     run_dir = tmp_path / "fast94-10.7min-s0"
     clock = iter([100.0, 160.0, 200.0, 230.5])  # two commands: 60 s cut off, then 30.5 s to the end
-    monkeypatch.setattr(curve.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(common.time, "perf_counter", lambda: next(clock))
 
     def cut_off(cmd, **kwargs):  # the run made its folder and its checkpoint, then Ctrl-C reached the bench
         run_dir.mkdir(parents=True)
         (run_dir / "last.pt").write_bytes(b"checkpoint")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(curve.subprocess, "run", cut_off)
+    monkeypatch.setattr(common.subprocess, "run", cut_off)
     with pytest.raises(KeyboardInterrupt):
         curve.run_one("fast94", 10.7, 0, "data.tar.gz", run_dir, ["--threads", "2"])
     assert (run_dir / "command_seconds.txt").read_text() == "60.0\n"
@@ -75,16 +84,46 @@ def test_a_cut_off_command_keeps_its_seconds_and_the_next_call_resumes_it(curve,
         _summary(run_dir, "fast94", epochs=13, wall=635.2)
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(curve.subprocess, "run", resumed)
+    monkeypatch.setattr(common.subprocess, "run", resumed)
     row = curve.run_one("fast94", 10.7, 0, "data.tar.gz", run_dir, ["--threads", "2"])
     assert seen[0][seen[0].index("--resume") + 1] == str(run_dir) and "--recipe" not in seen[0]
     assert row["command_seconds"] == pytest.approx(90.5) and row["epochs"] == 13
     assert (run_dir.parent / f"{run_dir.name}.log").is_file()  # one log, appended to by both commands
 
 
-def test_a_failed_command_that_made_no_folder_leaves_nothing_and_says_so(curve, tmp_path, monkeypatch):
+def test_a_failed_command_that_made_no_folder_leaves_nothing_and_says_so(curve, common, tmp_path, monkeypatch):
     run_dir = tmp_path / "nope-5min-s0"
-    monkeypatch.setattr(curve.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 2))
+    monkeypatch.setattr(common.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 2))
     with pytest.raises(SystemExit, match="failed with exit 2"):
         curve.run_one("nope", 5, 0, "data.tar.gz", run_dir, [])
     assert not run_dir.exists()
+
+
+def test_a_second_bench_on_the_same_point_is_refused_before_it_runs_or_counts(curve, common, tmp_path, monkeypatch):
+    run_dir = tmp_path / "fast94-5min-s0"
+    run_dir.mkdir()
+    (run_dir / "last.pt").write_bytes(b"checkpoint")  # the first bench's run, part-way
+    (run_dir / "command_seconds.txt").write_text("60.0\n")
+    seen = []
+    monkeypatch.setattr(common.subprocess, "run", lambda cmd, **kw: seen.append(cmd))
+    first = RunLock(tmp_path, ".fast94-5min-s0.lock").acquire()  # as the first bench holds it while it trains
+    try:
+        with pytest.raises(SystemExit, match=f"in use by process {os.getpid()} \\(a bench training fast94-5min-s0"):
+            curve.run_one("fast94", 5, 0, "data.tar.gz", run_dir, [])
+    finally:
+        first.release()
+    assert seen == [] and (run_dir / "command_seconds.txt").read_text() == "60.0\n"
+    assert not (tmp_path / "fast94-5min-s0.log").exists()
+
+    def finish(cmd, **kwargs):  # once the first bench is gone, the point is resumed, not started again
+        seen.append(cmd)
+        _summary(run_dir, "fast94")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(common.subprocess, "run", finish)
+    clock = iter([10.0, 12.5])
+    monkeypatch.setattr(common.time, "perf_counter", lambda: next(clock))
+    row = curve.run_one("fast94", 5, 0, "data.tar.gz", run_dir, [])
+    assert "--resume" in seen[0] and row["command_seconds"] == pytest.approx(62.5)
+    curve.run_one("fast94", 5, 0, "data.tar.gz", run_dir, [])  # a finished point is read, not run again
+    assert len(seen) == 1

@@ -136,8 +136,9 @@ class RunLock:
     The kernel drops the lock when its process dies, so a lock left by a killed run is simply taken over.
     (On systems without fcntl, i.e. Windows, runs are not locked.)"""
 
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / ".lock"
+    def __init__(self, run_dir: Path, name: str = ".lock", holder: str = "a training run writing there"):
+        self.path = Path(run_dir) / name
+        self.holder = holder  # who holds such a lock, for the one line a second process gets
         self.fd: int | None = None
 
     def acquire(self) -> RunLock:
@@ -154,8 +155,8 @@ class RunLock:
         except OSError:
             owner = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "another process"
             os.close(fd)
-            raise CifarlabError(f"run directory {self.path.parent} is in use by process {owner} (a training run "
-                                "writing there); wait for it to end or give another --out") from None
+            raise CifarlabError(f"run directory {self.path.parent} is in use by process {owner} ({self.holder}); "
+                                "wait for it to end or give another --out") from None
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
