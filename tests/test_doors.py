@@ -81,9 +81,22 @@ def test_bad_training_values_name_the_key_before_any_data_is_read(capsys, tmp_pa
     (["eval", "x.pt", "--batch-size", "0"], "--batch-size"),
     (["predict", "x.pt", "--input", "x.pkl", "--batch-size", "-5"], "--batch-size"),
     (["sweep", "run", "x.yaml", "--trials", "abc"], "--trials"),
+    # an empty path (an unset shell variable) would mean the current folder or the default: refused, never guessed
+    (["train", "--recipe", "fast94", "--out", ""], "--out"),
+    (["train", "--resume", " "], "--resume"),
+    (["train", "--recipe", "fast94", "--data", ""], "--data"),
+    (["eval", ""], "checkpoint"),
+    (["predict", "x.pt", "--input", "x.pkl", "", "--out", "p.csv"], "--input"),
+    (["export", "x.pt", "--out", ""], "--out"),
+    (["prune", "x.pt", "--amount", "0.5", "--out", ""], "--out"),
+    (["report", ""], "RUN_DIR"),
+    (["sweep", "run", "x.yaml", "--out", ""], "--out"),
+    (["data", "download", "cifar10", "--to", ""], "--to"),
 ])
 def test_bad_command_options_are_one_line(capsys, argv, name):
-    fails(capsys, argv, name)
+    err = fails(capsys, argv, name)
+    if "" in argv or " " in argv:
+        assert "expected a path, got" in err
 
 
 # ---- recipe and sweep files ---------------------------------------------------------------------------------------

@@ -353,6 +353,14 @@ def _count(low: int, high: int | None = None):
     return parse
 
 
+def _path(text: str) -> str:
+    """An argparse type: a path that is not empty (an unset shell variable gives "", which would mean the current
+    folder or the default)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a path, got {text!r}")
+    return text
+
+
 def _share(text: str) -> float:
     """An argparse type: a number in [0, 1)."""
     try:
@@ -376,14 +384,14 @@ cifarlab train --recipe fast94 --print-config
 cifarlab train --resume runs/fast94-20261203-101500""")
     t.add_argument("--recipe", help="recipe name (cifarlab recipes lists them) or YAML file; a run's config.yaml "
                                     "re-runs it")
-    t.add_argument("--data", help="cifar10 or cifar100 (downloaded once into $CIFARLAB_DATA), or a CIFAR "
+    t.add_argument("--data", type=_path, help="cifar10 or cifar100 (downloaded once into $CIFARLAB_DATA), or a CIFAR "
                                   "directory, image folder or .tar.gz")
     t.add_argument("--epochs", type=_count(1), help="passes over the training split (default: the recipe's)")
     t.add_argument("--seed", type=int, help="seed of weights, data order and augmentation (default: the recipe's)")
-    t.add_argument("--out", help="run directory (default: runs/<recipe>-<time>)")
+    t.add_argument("--out", type=_path, help="run directory (default: runs/<recipe>-<time>)")
     t.add_argument("--val-split", dest="val_split", type=float,
                    help="validation share (<1) or count (>=1) of the training split; 0 = none")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
+    t.add_argument("--resume", type=_path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
     t.add_argument("--no-report", action="store_true", help="skip the plots and report.html")
     t.add_argument("--print-config", action="store_true",
                    help="print the resolved config as YAML and exit without reading data or training")
@@ -396,12 +404,14 @@ def _eval_parsers(sub) -> None:
 cifarlab eval runs/fast94/best.pt
 cifarlab eval runs/fast94/best.pt --data ./cifar-10-batches-py --split test --tta
 cifarlab eval notebook_weights.pth --model resnet9 --mean 0.5 0.5 0.5 --std 0.5 0.5 0.5 --data ./cifar-10-batches-py""")
-    e.add_argument("checkpoint", help="cifarlab checkpoint (.pt), run directory, exported .safetensors or .onnx, "
-                                      "hf-hub:USER/NAME, or a state dict with --model")
-    e.add_argument("--data", help="dataset to evaluate on (default: the data the checkpoint was trained on)")
+    e.add_argument("checkpoint", type=_path,
+                   help="cifarlab checkpoint (.pt), run directory, exported .safetensors or .onnx, "
+                        "hf-hub:USER/NAME, or a state dict with --model")
+    e.add_argument("--data", type=_path,
+                   help="dataset to evaluate on (default: the data the checkpoint was trained on)")
     e.add_argument("--split", choices=["val", "test", "train"],
                    help="split to evaluate (default: val if the run had one, else test)")
-    e.add_argument("--out", help="output directory (default: eval/ beside the checkpoint)")
+    e.add_argument("--out", type=_path, help="output directory (default: eval/ beside the checkpoint)")
     e.add_argument("--tta", nargs="?", const="flip", default="none", choices=["none", "flip", "flip_translate"],
                    help="test-time augmentation (--tta alone: flip)")
     e.add_argument("--tta-margin", type=float, default=0.0,
@@ -417,11 +427,14 @@ cifarlab eval notebook_weights.pth --model resnet9 --mean 0.5 0.5 0.5 --std 0.5 
 cifarlab predict runs/fast94/best.pt --input cat.png dog.jpg --topk 3    # prints each image's top 3
 cifarlab predict runs/fast94/best.pt --input cifar_test_nolabels.pkl --out submission.csv
 cifarlab predict model.onnx --input photos/ --label-names --out photos.csv --force""")
-    r.add_argument("checkpoint", help="cifarlab checkpoint (.pt), run directory, exported .safetensors or .onnx, "
-                                      "hf-hub:USER/NAME, or a state dict with --model")
-    r.add_argument("--input", nargs="+", required=True, help="unlabeled pickle, image folder or image files")
-    r.add_argument("--out", help="CSV file to write (default: submission.csv, or none when the inputs are image "
-                                 "files: their labels are printed)")
+    r.add_argument("checkpoint", type=_path,
+                   help="cifarlab checkpoint (.pt), run directory, exported .safetensors or .onnx, "
+                        "hf-hub:USER/NAME, or a state dict with --model")
+    r.add_argument("--input", type=_path,
+                   nargs="+", required=True, help="unlabeled pickle, image folder or image files")
+    r.add_argument("--out", type=_path,
+                   help="CSV file to write (default: submission.csv, or none when the inputs are image "
+                        "files: their labels are printed)")
     r.add_argument("--force", action="store_true", help="replace an existing --out file")
     r.add_argument("--topk", type=_count(1), help="print the K most probable classes of each input")
     r.add_argument("--tta", nargs="?", const="flip", default="none", choices=["none", "flip", "flip_translate"],
@@ -441,9 +454,9 @@ def _weights_parsers(sub) -> None:
                                        "checkpoint",
                         examples="cifarlab import resnet9_notebook.pth --model resnet9 --mean 0.5 0.5 0.5 "
                                  "--std 0.5 0.5 0.5 --out resnet9.pt")
-    im.add_argument("weights", help="state dict file (.pth/.pt) or URL")
+    im.add_argument("weights", type=_path, help="state dict file (.pth/.pt) or URL")
     im.add_argument("--model", required=True, help="registered model whose layout the weights have")
-    im.add_argument("--out", required=True, help="checkpoint to write")
+    im.add_argument("--out", type=_path, required=True, help="checkpoint to write")
     im.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"),
                     help="normalization mean the weights were trained with ([0,1])")
     im.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"),
@@ -461,11 +474,11 @@ cifarlab export runs/fast94/best.pt --format onnx --out fast94.onnx
 cifarlab export runs/fast94/best.pt --format safetensors --out fast94.safetensors
 cifarlab export runs/fast94/best.pt --format pt2 --out fast94.pt2
 cifarlab export runs/fast94/best.pt --format state_dict --out fast94_weights.pt""")
-    ex.add_argument("checkpoint", help="cifarlab checkpoint (.pt), run directory or hf-hub:USER/NAME")
+    ex.add_argument("checkpoint", type=_path, help="cifarlab checkpoint (.pt), run directory or hf-hub:USER/NAME")
     ex.add_argument("--format", required=True, metavar="{onnx,pt2,safetensors,state_dict}",
                     help="onnx (onnxruntime), pt2 (torch.export), safetensors (weights and cifarlab's metadata), "
                          "state_dict (torch.save of the weights)")
-    ex.add_argument("--out", required=True, help="file to write")
+    ex.add_argument("--out", type=_path, required=True, help="file to write")
     ex.set_defaults(func=cmd_export)
 
     pr = sub.add_parser("prune", help="drop the weakest filters of a checkpoint's residual blocks (L1 norm), save "
@@ -479,13 +492,14 @@ cifarlab export runs/fast94/best.pt --format state_dict --out fast94_weights.pt"
 cifarlab prune runs/resnet9/best.pt --amount 0.3 --out runs/resnet9-pruned --epochs 10 --lr 0.002
 cifarlab prune runs/resnet9/best.pt --params 3M --out runs/resnet9-3M --epochs 10
 cifarlab prune runs/resnet9/best.pt --amount 0.5 --out pruned/   # cut only, no fine-tuning""")
-    pr.add_argument("checkpoint", help="cifarlab checkpoint (.pt) or run directory")
+    pr.add_argument("checkpoint", type=_path, help="cifarlab checkpoint (.pt) or run directory")
     how = pr.add_mutually_exclusive_group(required=True)
     how.add_argument("--amount", type=_share, help="share of each block's filters to drop, in [0, 1)")
     how.add_argument("--params", help="drop as few filters as bring the net within this many parameters (3M, 800k)")
-    pr.add_argument("--out", required=True, help="folder for pruned.pt and the fine-tuning run (new or empty)")
+    pr.add_argument("--out", type=_path,
+                    required=True, help="folder for pruned.pt and the fine-tuning run (new or empty)")
     pr.add_argument("--epochs", type=_count(0), default=0, help="epochs of fine-tuning (0 = only cut)")
-    pr.add_argument("--data", help="training data for the fine-tuning (default: the run's own)")
+    pr.add_argument("--data", type=_path, help="training data for the fine-tuning (default: the run's own)")
     pr.add_argument("--no-report", action="store_true", help="skip the fine-tuning run's plots and report.html")
     pr.set_defaults(func=cmd_prune)
 
@@ -493,10 +507,11 @@ cifarlab prune runs/resnet9/best.pt --amount 0.5 --out pruned/   # cut only, no 
                         examples="""
 cifarlab push runs/fast94-20261203-101500 --repo alice/cifar10-fast94
 cifarlab push runs/fast94-20261203-101500 --repo alice/cifar10-fast94 --dry-run hub_files/""")
-    pu.add_argument("run", help="run directory (its best.pt) or checkpoint")
+    pu.add_argument("run", type=_path, help="run directory (its best.pt) or checkpoint")
     pu.add_argument("--repo", required=True, help="Hub repository USER/NAME (created when absent)")
     pu.add_argument("--private", action="store_true", help="create the repository as private")
-    pu.add_argument("--dry-run", metavar="DIR", help="write the files that would be uploaded into DIR and stop")
+    pu.add_argument("--dry-run", type=_path,
+                    metavar="DIR", help="write the files that would be uploaded into DIR and stop")
     pu.set_defaults(func=cmd_push)
 
 
@@ -517,9 +532,11 @@ def _inspect_parsers(sub) -> None:
                         examples="""
 cifarlab report runs/small                       # rebuild runs/small/report.html from its records
 cifarlab report runs/small runs/medium runs/large --out runs/compare""")
-    rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (finished, interrupted or running)")
-    rp.add_argument("--out", help="directory for the comparison page and its plots (default: one run: its own "
-                                  "report.html; several: ./comparison-<time>)")
+    rp.add_argument("runs", type=_path,
+                    nargs="+", metavar="RUN_DIR", help="run directories (finished, interrupted or running)")
+    rp.add_argument("--out", type=_path,
+                    help="directory for the comparison page and its plots (default: one run: its own "
+                         "report.html; several: ./comparison-<time>)")
     rp.set_defaults(func=cmd_report)
 
     rc = sub.add_parser("recipes", help="list the bundled recipes", examples="cifarlab recipes")
@@ -533,7 +550,7 @@ cifarlab report runs/small runs/medium runs/large --out runs/compare""")
 
     cs = sub.add_parser("compare-to-study", help="a run beside the figure of the study its recipe reproduces",
                         examples="cifarlab compare-to-study runs/seed001_small-20261203-101500")
-    cs.add_argument("runs", nargs="+", help="run directories (finished, interrupted or running)")
+    cs.add_argument("runs", type=_path, nargs="+", help="run directories (finished, interrupted or running)")
     cs.add_argument("--json", action="store_true", help="print the comparison as JSON")
     cs.set_defaults(func=cmd_compare_to_study)
 
@@ -555,17 +572,19 @@ def _sweep_parsers(sub) -> None:
                           examples="""
 cifarlab sweep run recipes/sweeps/seed002_grid.yaml --trials 8 --epochs 3
 cifarlab sweep run grid.yaml --storage postgresql+psycopg2://user:pw@host/db   # one per worker machine""")
-    sr.add_argument("file", help="sweep YAML file (see recipes/sweeps/)")
+    sr.add_argument("file", type=_path, help="sweep YAML file (see recipes/sweeps/)")
     sr.add_argument("--trials", type=_count(1), help="finished trials the study stops at (default: the file's)")
     sr.add_argument("--storage", help="database URL shared by workers, e.g. postgresql+psycopg2://user:pw@host/db "
                                       "(default: an SQLite file in the sweep directory)")
-    sr.add_argument("--out", help="sweep directory: trial runs, study.db, report (default: runs/sweeps/<name>)")
+    sr.add_argument("--out", type=_path,
+                    help="sweep directory: trial runs, study.db, report (default: runs/sweeps/<name>)")
     sr.set_defaults(func=cmd_sweep_run)
     sh = swsub.add_parser("show", help="rank a sweep's trials; write best.yaml, plots and report.html",
                           examples="cifarlab sweep show runs/sweeps/seed002_grid")
-    sh.add_argument("target", metavar="DIR|URL", help="sweep directory or storage URL")
+    sh.add_argument("target", type=_path, metavar="DIR|URL", help="sweep directory or storage URL")
     sh.add_argument("--study", help="study name (needed when the storage holds several)")
-    sh.add_argument("--out", help="where to write best.yaml, plots and report.html (default: the sweep directory)")
+    sh.add_argument("--out", type=_path,
+                    help="where to write best.yaml, plots and report.html (default: the sweep directory)")
     sh.set_defaults(func=cmd_sweep_show)
 
 
@@ -576,13 +595,14 @@ def _data_parsers(sub) -> None:
     dl = dsub.add_parser("download", help="fetch an official archive, check its MD5, extract it safely",
                          examples="cifarlab data download cifar100 --to ~/data")
     dl.add_argument("name", choices=["cifar10", "cifar10-binary", "cifar100"], help="dataset")
-    dl.add_argument("--to", help="target directory (default: $CIFARLAB_DATA, else ~/.cache/cifarlab/data, where "
-                                  "--data cifar10 looks)")
+    dl.add_argument("--to", type=_path,
+                    help="target directory (default: $CIFARLAB_DATA, else ~/.cache/cifarlab/data, where "
+                         "--data cifar10 looks)")
     dl.set_defaults(func=cmd_data_download)
     ds = dsub.add_parser("stats", help="per-channel mean/std (float64), class counts, grayscale count",
                          examples="cifarlab data stats ./cifar-10-batches-py --json\n"
                                   "cifarlab data stats ./cifar-10-batches-py --resize 224 --interpolation bicubic")
-    ds.add_argument("path", help="CIFAR directory, image folder or .tar.gz")
+    ds.add_argument("path", type=_path, help="CIFAR directory, image folder or .tar.gz")
     ds.add_argument("--split", default="train", help="split to measure")
     ds.add_argument("--label-mode", default="fine", choices=["fine", "coarse"], help="CIFAR-100 label set")
     ds.add_argument("--json", action="store_true", help="print the statistics as JSON")
