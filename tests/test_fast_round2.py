@@ -177,6 +177,15 @@ def test_a_budget_alone_chooses_the_recipe_measured_best_for_it_on_this_machine(
     assert make_config("fast94_select").select_keep == 0.5
     assert make_config(time_budget=5, model="resnet_small").recipe == ""  # a model given: no recipe chosen
     assert make_config("seed001_small", time_budget=5).recipe == "seed001_small"
+
+    def never(device="auto", threads=0):
+        raise AssertionError("an invalid value must be refused before the machine is timed")
+
+    monkeypatch.setattr(probe, "fast94_epoch_seconds", never)
+    for bad, key in (({"time_budget": float("nan")}, "time_budget"), ({"time_budget": "5m"}, "time_budget"),
+                     ({"time_budget": 5, "threads": -1}, "threads"), ({"time_budget": 5, "lr": -1}, "lr")):
+        with pytest.raises(CifarlabError, match=f"'{key}'"):
+            make_config(**bad)
     from cifarlab.cli import main
 
     monkeypatch.setattr(probe, "fast94_epoch_seconds", lambda device="auto", threads=0: 100.0)

@@ -465,25 +465,23 @@ def make_config(recipe_name: str | None = None, /, **overrides: Any) -> Config:
     """defaults < recipe < overrides, validated. (`recipe_name` is positional: `recipe` is also a config key.)
     With a `time_budget`, no recipe and no `model`, the recipe is the one that does best in that budget on this
     machine (`BUDGET_RECIPES`, in epochs timed by `training.probe`)."""
-    budget, chosen = overrides.get("time_budget"), {}
-    if not recipe_name and overrides.get("model") is None and overrides.get("recipe") is None and budget:
-        threads = overrides.get("threads") or 0
-        valid = (isinstance(budget, (int, float)) and not isinstance(budget, bool) and _in_range("time_budget", budget)
-                 and isinstance(threads, int) and not isinstance(threads, bool) and _in_range("threads", threads))
-        if valid and budget > 0:  # an invalid budget or thread count is refused by validate(), without timing
+    given, chosen = {k: v for k, v in overrides.items() if v is not None}, {}
+    if not recipe_name and given.get("model") is None and given.get("recipe") is None and given.get("time_budget"):
+        asked = validate(apply_overrides(Config(), given))  # an invalid budget or thread count is refused untimed
+        if asked.time_budget > 0:
             from .training.probe import fast94_epoch_seconds
 
-            epoch_s = fast94_epoch_seconds(str(overrides.get("device") or "auto"), threads)
-            recipe_name, chosen = recipe_for_budget(float(budget), epoch_s)
+            epoch_s = fast94_epoch_seconds(asked.device, asked.threads)
+            recipe_name, chosen = recipe_for_budget(asked.time_budget, epoch_s)
             logging.getLogger("cifarlab").info(
                 "no recipe given: %s%s, the best measured for %g minutes on a machine that trains a fast94 epoch in "
-                "%.3g s (%.3g of them)", recipe_name, "".join(f" {k}={v}" for k, v in chosen.items()), budget, epoch_s,
-                budget * 60 / epoch_s)
+                "%.3g s (%.3g of them)", recipe_name, "".join(f" {k}={v}" for k, v in chosen.items()),
+                asked.time_budget, epoch_s, asked.time_budget * 60 / epoch_s)
     cfg = Config()
     if recipe_name:
         cfg = apply_overrides(cfg, load_recipe(recipe_name))
     cfg = apply_overrides(cfg, chosen)
-    cfg = apply_overrides(cfg, {k: v for k, v in overrides.items() if v is not None})
+    cfg = apply_overrides(cfg, given)
     return validate(cfg)
 
 
