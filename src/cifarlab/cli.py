@@ -384,8 +384,9 @@ cifarlab train --recipe fast94 --print-config
 cifarlab train --resume runs/fast94-20261203-101500""")
     t.add_argument("--recipe", help="recipe name (cifarlab recipes lists them) or YAML file; a run's config.yaml "
                                     "re-runs it")
-    t.add_argument("--data", type=_path, help="cifar10 or cifar100 (downloaded once into $CIFARLAB_DATA), or a CIFAR "
-                                  "directory, image folder or .tar.gz")
+    t.add_argument("--data", type=_path,
+                   help="cifar10 or cifar100 (downloaded once into $CIFARLAB_DATA), or a CIFAR directory, image "
+                        "folder or .tar.gz")
     t.add_argument("--epochs", type=_count(1), help="passes over the training split (default: the recipe's)")
     t.add_argument("--seed", type=int, help="seed of weights, data order and augmentation (default: the recipe's)")
     t.add_argument("--out", type=_path, help="run directory (default: runs/<recipe>-<time>)")
