@@ -64,6 +64,9 @@ def parse_run_args(p: argparse.ArgumentParser, out: str) -> tuple[argparse.Names
     return args, [x for x in extra if x != "--"], folder
 
 
+SECONDS_FILE = "command_seconds.txt"  # in a run's folder: the seconds of every bench command that trained it, summed
+
+
 def train_point(run_dir: Path, new: list[str], data: str) -> None:
     """Bring the training run in `run_dir` to its end: `new` (a `cifarlab train` command writing there) if it never
     started, `--resume` if a command before was cut off (Ctrl-C, a failure), nothing if it has its summary. The
@@ -87,9 +90,8 @@ def train_point(run_dir: Path, new: list[str], data: str) -> None:
                 rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
         finally:  # a command cut off still spent its seconds: the resume adds its own to them
             if run_dir.is_dir():  # (a run refused before it made its folder has nothing to resume)
-                seconds = run_dir / "command_seconds.txt"
-                before = float(seconds.read_text()) if seconds.is_file() else 0.0
-                seconds.write_text(f"{before + time.perf_counter() - start:.1f}\n")
+                before = command_seconds(run_dir) or 0.0
+                (run_dir / SECONDS_FILE).write_text(f"{before + time.perf_counter() - start:.1f}\n")
         if rc != 0:
             raise SystemExit(f"{' '.join(cmd)} failed with exit {rc}; see {log_path}")
     finally:
@@ -98,5 +100,5 @@ def train_point(run_dir: Path, new: list[str], data: str) -> None:
 
 def command_seconds(run_dir: Path) -> float | None:
     """The seconds every command of the run in `run_dir` took together (`train_point`), if it counted them."""
-    seconds = run_dir / "command_seconds.txt"
+    seconds = run_dir / SECONDS_FILE
     return float(seconds.read_text()) if seconds.is_file() else None
