@@ -441,8 +441,9 @@ def load_recipe(name: str) -> dict[str, Any]:
 # selection) beat fast94 by 0.5 points with TTA, and at 14.4 minutes (8.6) the two were level (BENCHMARKS.md,
 # "Fewer FLOPs per epoch"), so it takes the budgets up to 7 epochs; fast94 is measured at 10.7 and 21.3 minutes
 # ("Budget curve"); fast95 needs about 4x fast94's time for its planned 23 epochs, so it takes the budgets from
-# about 27 epochs (45 minutes there) on, where fast94's schedule would be stretched twofold (that crossover is not
-# measured yet; at 36 epochs, 53 minutes there, fast95 reached 91.98% against fast94's 91.34% at 13). Under a budget
+# about 27 epochs (45 minutes there) on, where fast94's schedule would be stretched twofold (the crossover itself is
+# not measured; at 36 epochs, 53 minutes there, fast95 reached 91.98% against fast94's 91.34% at 13, and fast94 with
+# cutout given the same 53 minutes 92.00% against fast95's 92.36% at 24 px first, seed 0 each). Under a budget
 # fast95 trains the first 13/23 of its clock at 24 px: at 53 minutes that bought it 21 epochs instead of 15 and
 # 92.36% instead of 91.98% (seed 0 each; seed 1, resized: 91.60%, so the gain is within the seed spread; at full
 # length the same schedule costs 0.74x the time at -0.32 points). One or two seeds per point so far.
