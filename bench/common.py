@@ -75,8 +75,9 @@ def train_point(run_dir: Path, new: list[str], data: str) -> None:
     in one line: it would resume the same checkpoint and count its seconds into the first's."""
     try:
         lock = RunLock(run_dir.parent, f".{run_dir.name}.lock", f"a bench training {run_dir.name} there").acquire()
-    except CifarlabError as exc:
-        raise SystemExit(str(exc)) from None
+    except CifarlabError as exc:  # one line and exit 2, as cifarlab's own refusals
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
     try:
         if (run_dir / "summary.json").is_file():
             return

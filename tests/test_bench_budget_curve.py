@@ -99,7 +99,8 @@ def test_a_failed_command_that_made_no_folder_leaves_nothing_and_says_so(curve, 
     assert not run_dir.exists()
 
 
-def test_a_second_bench_on_the_same_point_is_refused_before_it_runs_or_counts(curve, common, tmp_path, monkeypatch):
+def test_a_second_bench_on_the_same_point_is_refused_before_it_runs_or_counts(curve, common, tmp_path, monkeypatch,
+                                                                              capsys):
     run_dir = tmp_path / "fast94-5min-s0"
     run_dir.mkdir()
     (run_dir / "last.pt").write_bytes(b"checkpoint")  # the first bench's run, part-way
@@ -108,10 +109,13 @@ def test_a_second_bench_on_the_same_point_is_refused_before_it_runs_or_counts(cu
     monkeypatch.setattr(common.subprocess, "run", lambda cmd, **kw: seen.append(cmd))
     first = RunLock(tmp_path, ".fast94-5min-s0.lock").acquire()  # as the first bench holds it while it trains
     try:
-        with pytest.raises(SystemExit, match=f"in use by process {os.getpid()} \\(a bench training fast94-5min-s0"):
+        with pytest.raises(SystemExit) as refused:
             curve.run_one("fast94", 5, 0, "data.tar.gz", run_dir, [])
     finally:
         first.release()
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and err.count("\n") == 1
+    assert f"in use by process {os.getpid()} (a bench training fast94-5min-s0 there)" in err
     assert seen == [] and (run_dir / "command_seconds.txt").read_text() == "60.0\n"
     assert not (tmp_path / "fast94-5min-s0.log").exists()
 
