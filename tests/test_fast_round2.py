@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,6 +16,7 @@ from cifarlab.errors import CifarlabError
 from cifarlab.models import create_model
 from cifarlab.training.engine import TTA_VIEWS, tta_logits
 from cifarlab.training.optim import MuonSGD, orthogonalize, param_groups
+from cifarlab.training.trainer import Trainer
 from datagen import make_cifar10_python
 
 
@@ -338,6 +342,34 @@ def test_the_seconds_spent_choosing_a_recipe_come_off_the_budget(tmp_path, monke
                    out=str(tmp_path / "r"), progress=False, report=False, callbacks=[seen])
     assert 12.0 <= seen.setup < 12.0 + 60  # the probe's seconds and the data's, taken off the (3-s) budget
     assert probe.take_unbilled() == 0  # charged once: the next run owes nothing
+
+
+def test_a_budget_too_short_for_the_runs_fixed_costs_says_so_at_the_end(tmp_path, monkeypatch, caplog):
+    from cifarlab.training import probe
+
+    make_cifar10_python(tmp_path, per_batch=20, test=10)
+    caplog.set_level(logging.WARNING, logger="cifarlab")
+    probe.take_unbilled()
+    monkeypatch.setattr(probe._Ledger, "unbilled", 12.0)  # 12 s spent before training, against a 3-s budget
+    res = cifarlab.train(data=str(tmp_path), model="resnet_small", epochs=1, batch_size=25, val_every=0,
+                         time_budget=0.05, out=str(tmp_path / "r"), progress=False, report=False)
+    over = [r.getMessage() for r in caplog.records if "over its --time-budget of 0.05 minutes" in r.getMessage()]
+    assert len(over) == 1, caplog.text
+    fixed = float(re.search(r"; (\d+) s of it went to reading", over[0]).group(1))
+    assert fixed >= 12 and f"a budget of at least {2 * fixed / 60:.1f} minutes holds them" in over[0]
+    assert res.summary["final"]["val_top1"] >= 0  # the run itself ends as before, evaluated and saved
+
+    def said(budget_min, setup, elapsed, train_seconds):
+        caplog.clear()
+        clock = SimpleNamespace(budget_s=budget_min * 60, setup=setup, elapsed=lambda: elapsed)
+        run = SimpleNamespace(clock=clock, cfg=SimpleNamespace(time_budget=budget_min))
+        Trainer._warn_if_over_budget(run, {"train_seconds": train_seconds})
+        return caplog.text
+
+    assert said(10, 5, 612, 580) == ""  # 617 s of a 600-s budget: within 3%, nothing to say
+    assert said(0, 5, 612, 580) == ""  # no budget
+    late = said(10, 5, 655, 580)  # 660 s: 10% over, but the fixed costs (80 s) fit in half the budget: no advice
+    assert "took 660 s, 10% over its --time-budget of 10 minutes; 80 s of it" in late and "at least" not in late
 
 
 @pytest.mark.parametrize("margin", [0.0, 0.5])

@@ -92,6 +92,9 @@ def _make_run_dir(cfg: Config) -> tuple[Path, RunLock]:
 # keeping back the time of every image's views (which ended 10-minute budget runs 2-3% early).
 UNSURE_PRIOR = 0.5
 
+# A budget run that ends more than this share past its budget says so (issue 13: "within 3% of its budget").
+OVER_BUDGET = 0.03
+
 class Trainer:
     """Trains one run. `callbacks` are user :class:`Callback` objects, called after the trainer's own.
     `reporter(run_dir, **records)`, if given, writes the plots and report when the run ends or is interrupted.
@@ -454,12 +457,28 @@ class Trainer:
             "std": p.std, "cifarlab_version": __version__,
         }
         write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+        self._warn_if_over_budget(summary)
         self.callbacks.call("on_fit_end", self, summary)
         shown = "n/a" if best is None else (f"{best:.4f}" if metric.endswith("loss") else f"{100 * best:.2f}%")
         note = " (no validation split: the lowest training loss)" if metric == "train_loss" else ""
         log.info("done: best %s %s at epoch %d%s; run directory %s", metric, shown, st.best_epoch, note,
                  self.run_dir)
         return RunResult(self.run_dir, summary, st.history)
+
+    def _warn_if_over_budget(self, summary: dict[str, Any]) -> None:
+        """A budget shorter than the run's fixed costs (reading the data, building the model, the final evaluation)
+        cannot be kept: the clock always leaves half of it to training. Say by how much the run ended late and
+        what budget would have held those costs, rather than let the overrun pass unseen."""
+        budget = self.clock.budget_s
+        spent = self.clock.setup + self.clock.elapsed()
+        if not budget or spent <= budget * (1 + OVER_BUDGET):
+            return
+        fixed = max(0.0, spent - summary["train_seconds"])
+        hint = (f", more than half the budget: a budget of at least {2 * fixed / 60:.1f} minutes holds them"
+                if fixed > budget / 2 else "")
+        log.warning("the run took %.0f s, %.0f%% over its --time-budget of %g minutes; %.0f s of it went to reading "
+                    "the data, building the model and evaluating%s", spent, 100 * (spent / budget - 1),
+                    self.cfg.time_budget, fixed, hint)
 
 
 def _previous_epochs(path: Path, upto: int, rewrite: bool = True) -> list[dict]:
