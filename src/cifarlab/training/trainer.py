@@ -95,6 +95,7 @@ UNSURE_PRIOR = 0.5
 # A budget run that ends more than this share past its budget says so (issue 13: "within 3% of its budget").
 OVER_BUDGET = 0.03
 
+
 class Trainer:
     """Trains one run. `callbacks` are user :class:`Callback` objects, called after the trainer's own.
     `reporter(run_dir, **records)`, if given, writes the plots and report when the run ends or is interrupted.
