@@ -17,6 +17,8 @@ import time
 
 
 class Clock:
+    OVERHEAD_SHARE = 0.5  # setup and the evaluation's reserve never take more than this share of the budget
+
     def __init__(self, budget_minutes: float, total_steps: int, elapsed: float = 0.0, shared: bool = False,
                  setup: float = 0.0):
         self.budget_s = budget_minutes * 60  # 0 = no budget: progress is the step count
@@ -32,7 +34,7 @@ class Clock:
 
     def train_budget(self) -> float:
         """Seconds training may take: the budget less the setup and the reserve for the final evaluation."""
-        return self.budget_s - min(self.setup + self.reserve, self.budget_s / 2)
+        return self.budget_s - min(self.setup + self.reserve, self.budget_s * self.OVERHEAD_SHARE)
 
     def progress(self, step: float) -> float:
         """The step the schedules see for optimizer step `step`."""

@@ -468,15 +468,17 @@ class Trainer:
 
     def _warn_if_over_budget(self, summary: dict[str, Any]) -> None:
         """A budget shorter than the run's fixed costs (reading the data, building the model, the final evaluation)
-        cannot be kept: the clock always leaves half of it to training. Say by how much the run ended late and
-        what budget would have held those costs, rather than let the overrun pass unseen."""
+        cannot be kept: the clock always leaves training the budget less `Clock.OVERHEAD_SHARE` of it. Say by how
+        much the run ended late and what budget would have held those costs, rather than let the overrun pass
+        unseen."""
         budget = self.clock.budget_s
         spent = self.clock.setup + self.clock.elapsed()
         if not budget or spent <= budget * (1 + OVER_BUDGET):
             return
         fixed = max(0.0, spent - summary["train_seconds"])
-        hint = (f", more than half the budget: a budget of at least {2 * fixed / 60:.1f} minutes holds them"
-                if fixed > budget / 2 else "")
+        share = Clock.OVERHEAD_SHARE  # (a half: the line says so)
+        hint = (f", more than half the budget: a budget of at least {fixed / share / 60:.1f} minutes holds them"
+                if fixed > budget * share else "")
         log.warning("the run took %.0f s, %.0f%% over its --time-budget of %g minutes; %.0f s of it went to reading "
                     "the data, building the model and evaluating%s", spent, 100 * (spent / budget - 1),
                     self.cfg.time_budget, fixed, hint)
