@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
 
 import cifarlab
 from cifarlab.cli import main
@@ -118,3 +119,54 @@ def test_a_resumed_epoch_keeps_the_image_size_it_started_with(tmp_path, monkeypa
     cifarlab.train(resume=str(tmp_path / "r"), report=False)
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [r["image_size"] for r in rows if r["type"] == "epoch"] == [16, 16, 32]
+
+
+class InterruptAtStep(cifarlab.Callback):
+    """A crash inside epoch 2 that saves nothing: last.pt stays the one written at epoch 1's end."""
+
+    def on_step_end(self, trainer, step_log):
+        if step_log["step"] == 10:
+            raise KeyboardInterrupt
+
+
+def _weights(path: Path) -> dict:
+    return load_checkpoint(path)["state_dict"]
+
+
+@pytest.mark.parametrize("change", [{"time_budget": 0.001}, {"epochs": 1}])
+def test_a_resume_with_nothing_left_to_train_ends_the_epoch_it_stopped_inside(tmp_path, caplog, change):
+    """Resumed with its budget already spent (or its epochs already done), a run stopped inside epoch 2 trains no
+    step and ends that epoch where it stopped, as the budget running out there would have: ranked, best.pt."""
+    make_cifar10_python(tmp_path / "data", per_batch=20, test=10)  # 90 train images: 9 steps of 10 an epoch
+    with pytest.raises(Interrupted):
+        cifarlab.train(data=str(tmp_path / "data"), model="resnet_small", batch_size=10, epochs=3, val_every=0,
+                       out=str(tmp_path / "r"), progress=False, report=False, callbacks=[SigtermAtStep(13)])
+    stopped = _weights(tmp_path / "r" / "last.pt")
+    caplog.set_level("INFO", logger="cifarlab")
+    res = cifarlab.train(resume=str(tmp_path / "r"), report=False, **change)
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in rows if r["type"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2] and epochs[1]["images"] == 50  # 5 of epoch 2's 9 batches
+    assert "val_top1" in epochs[1] and [r["step"] for r in rows if r["type"] == "step"] == list(range(14))
+    assert res.summary["best_epoch"] == 2 and res.summary["best"] == epochs[1]["val_top1"]
+    best = load_checkpoint(tmp_path / "r" / "best.pt")
+    assert best["epoch"] == 2 and best["step"] == 14 and best["train_state"]["partial"] is None
+    assert all(torch.equal(best["state_dict"][k], v) for k, v in stopped.items())  # no step trained
+    assert ("was spent before this resume" in caplog.text) == ("time_budget" in change)
+    assert "done: best val_top1" in caplog.text and "at epoch 2" in caplog.text
+
+
+def test_a_resume_at_an_epochs_end_with_nothing_left_to_train_scores_and_ranks_that_epoch(tmp_path, caplog):
+    make_cifar10_python(tmp_path / "data", per_batch=20, test=10)
+    with pytest.raises(KeyboardInterrupt):
+        cifarlab.train(data=str(tmp_path / "data"), model="resnet_small", batch_size=10, epochs=3, val_every=0,
+                       out=str(tmp_path / "r"), progress=False, report=False, callbacks=[InterruptAtStep()])
+    assert not (tmp_path / "r" / "best.pt").exists()  # epoch 1 had no val pass: nothing ranked yet
+    stopped = _weights(tmp_path / "r" / "last.pt")
+    caplog.set_level("INFO", logger="cifarlab")
+    res = cifarlab.train(resume=str(tmp_path / "r"), time_budget=0.001, report=False)
+    assert res.summary["best_epoch"] == 1 and res.summary["final"]["epoch"] == 1
+    best = load_checkpoint(tmp_path / "r" / "best.pt")
+    assert best["epoch"] == 1 and best["metrics"]["val_top1"] == res.summary["best"]
+    assert all(torch.equal(best["state_dict"][k], v) for k, v in stopped.items())
+    assert "at epoch -1" not in caplog.text and "done: best val_top1" in caplog.text

@@ -80,6 +80,15 @@ class TrainState:
         self.history.append(row)
         return improved
 
+    def rank_last(self) -> bool:
+        """Rank the last epoch, validated after it was recorded (a run that ends on an epoch without a val pass);
+        returns whether it is the best so far."""
+        row = self.history[-1]
+        improved = self.metric in row and improves(self.metric, row[self.metric], self.best)
+        if improved:
+            self.best, self.best_epoch, self.bad_epochs = row[self.metric], row["epoch"], 0
+        return improved
+
     def should_stop(self) -> bool:
         """Early stopping: `patience` epochs in a row without a new best."""
         return bool(self.patience) and self.bad_epochs >= self.patience

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import shutil
 import signal
 import threading
@@ -253,6 +254,8 @@ class Trainer:
             # a resumed run whose budget is already spent trains nothing (every rank agrees); after an epoch,
             # `_ends_here` alone ends the run, so the last epoch trained is always the one validated
             if epoch == first and self.dist.any(int(self.clock.past_budget())):
+                log.warning("the --time-budget of %g minutes was spent before this resume (%.3g s of training): "
+                            "no step trained", self.cfg.time_budget, self.clock.elapsed())
                 break
             self.callbacks.call("on_epoch_start", self, epoch)
             self.parts.rewrap_if_needed(self.cfg, self.dist, self.device)
@@ -268,9 +271,23 @@ class Trainer:
             if self._ends_here:  # the budget ran out in this epoch (decided with every rank before its val pass)
                 break
             epoch += 1
+        self._end_stopped_epoch()
 
-    def _train_epoch(self, epoch: int) -> dict[str, Any]:
-        """Train the epoch (or the rest of a resumed one) and return its metrics row, evaluated on rank 0."""
+    def _end_stopped_epoch(self) -> None:
+        """A resumed run that trains no step (its budget already spent, or its epochs already done) but stopped
+        inside an epoch ends that epoch where it stopped, as a budget running out there would have: its row, a val
+        pass on the weights as they stand (with the final test-time augmentation), its rank, best.pt and last.pt."""
+        st = self.state
+        if st.partial is None or st.partial.epoch != st.epoch or not st.partial.batch:
+            return  # every epoch begun was ended (at an epoch's end, _finish scores that epoch if it was not)
+        self._start_epoch(st.epoch)
+        row = self._epoch_row(self.epoch_state)
+        improved = st.record_epoch(row, scored="val_loss" in row or self.parts.val_loader is None)
+        log.info(_epoch_line(row, 0 if self.clock.budget_s else self.cfg.epochs, improved))
+        self.callbacks.call("on_epoch_end", self, row)
+
+    def _start_epoch(self, epoch: int) -> EpochState:
+        """The epoch's state (the saved one of an epoch a resumed run stopped inside), its size and LR groups."""
         cfg, p = self.cfg, self.parts
         partial = self.state.partial
         es = partial if partial is not None and partial.epoch == epoch else EpochState(epoch)
@@ -278,8 +295,14 @@ class Trainer:
         self._scales = group_scales(p.optimizer)
         if es.size_epoch is None:  # a resumed epoch finishes at the size it started with
             es.size_epoch = self._size_epoch(epoch)
+        self._image_size = p.train_loader.size_at(es.size_epoch) if cfg.resize_schedule else None
+        return es
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        """Train the epoch (or the rest of a resumed one) and return its metrics row, evaluated on rank 0."""
+        cfg, p = self.cfg, self.parts
+        es = self._start_epoch(epoch)
         size_epoch = es.size_epoch
-        self._image_size = p.train_loader.size_at(size_epoch) if cfg.resize_schedule else None
         train_one_epoch(p.train_model, p.train_loader, p.optimizer, es, first_step=self.state.step,
                         lr_fn=self.lrs, label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip,
                         progress=cfg.progress, desc=f"epoch {epoch + 1}" + ("" if cfg.time_budget else
@@ -430,8 +453,12 @@ class Trainer:
             self.callbacks.call("on_fit_end", self, {})
             return RunResult(self.run_dir, {}, st.history)
         if p.val_loader is not None and st.history and "val_loss" not in st.history[-1]:
-            self._validate(st.history[-1], last=True)  # the run ended on an epoch without a val pass
+            # the run ended on an epoch without a val pass (resumed at an epoch's end, it trained nothing more):
+            # that epoch's weights are scored now, and ranked, so best.pt is never missing from a run with a split
+            self._validate(st.history[-1], last=True)
             log.info("final weights: val top1 %.2f%%", 100 * st.history[-1]["val_top1"])
+            if st.rank_last():
+                self.save(("best.pt", "last.pt"), metrics=st.history[-1])
         final_tta = None
         if cfg.tta != "none" and p.val_loader is not None and st.history:
             step, ev = self._final_tta
@@ -477,7 +504,8 @@ class Trainer:
             return
         fixed = max(0.0, spent - summary["train_seconds"])
         share = Clock.OVERHEAD_SHARE  # (a half: the line says so)
-        hint = (f", more than half the budget: a budget of at least {fixed / share / 60:.1f} minutes holds them"
+        need = math.ceil(fixed / share / 6) / 10  # minutes, rounded up to a tenth: never "at least 0.0"
+        hint = (f", more than half the budget: a budget of at least {need:g} minutes holds them"
                 if fixed > budget * share else "")
         log.warning("the run took %.0f s, %.0f%% over its --time-budget of %g minutes; %.0f s of it went to reading "
                     "the data, building the model and evaluating%s", spent, 100 * (spent / budget - 1),
