@@ -131,3 +131,57 @@ def test_a_second_bench_on_the_same_point_is_refused_before_it_runs_or_counts(cu
     assert "--resume" in seen[0] and row["command_seconds"] == pytest.approx(62.5)
     curve.run_one("fast94", 5, 0, "data.tar.gz", run_dir, [])  # a finished point is read, not run again
     assert len(seen) == 1
+
+
+CHILD = """
+import os, pathlib, signal, sys, time
+folder = pathlib.Path(sys.argv[1])
+signal.signal(signal.SIGTERM, lambda *a: (folder.joinpath("child.sigterm").write_text("saved"), sys.exit(143)))
+folder.joinpath("child.pid").write_text(str(os.getpid()))
+time.sleep(60)
+"""
+
+BENCH_PROCESS = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import common
+from pathlib import Path
+folder = Path(sys.argv[2])
+common.train_point(folder / "run", [sys.executable, "-c", sys.argv[3], str(folder)], "data")
+"""
+
+
+def _ended(pid: int) -> bool:
+    """Whether the process has exited: gone, or a zombie its new parent has not reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's prctl")
+def test_a_killed_bench_stops_its_training_child_with_sigterm(tmp_path):
+    """SIGKILL reaches only the bench; its `cifarlab train` child gets SIGTERM (save last.pt, stop) instead of
+    training on alone beside the next bench."""
+    import signal
+    import time
+
+    bench = subprocess.Popen([sys.executable, "-c", BENCH_PROCESS, str(BENCH), str(tmp_path), CHILD])
+    pid_file = tmp_path / "child.pid"
+    deadline = time.monotonic() + 30
+    while not pid_file.is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pid_file.is_file(), "the child never started"
+    child = int(pid_file.read_text())
+    bench.kill()
+    bench.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if _ended(child):
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the child went on after its bench was killed")
+    assert (tmp_path / "child.sigterm").read_text() == "saved"  # its handler ran: a SIGTERM, not a kill
