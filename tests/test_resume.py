@@ -170,3 +170,12 @@ def test_a_resume_at_an_epochs_end_with_nothing_left_to_train_scores_and_ranks_t
     assert best["epoch"] == 1 and best["metrics"]["val_top1"] == res.summary["best"]
     assert all(torch.equal(best["state_dict"][k], v) for k, v in stopped.items())
     assert "at epoch -1" not in caplog.text and "done: best val_top1" in caplog.text
+
+
+def test_a_new_run_whose_budget_is_spent_before_its_first_step_says_so_in_one_line(tmp_path, capsys):
+    make_cifar10_python(tmp_path / "data", per_batch=20, test=10)
+    code = main(["train", "--model", "resnet_small", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "r"),
+                 "--time-budget", "1e-300", "--progress", "false", "--no-report"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "before this resume" not in err
+    assert "no epochs were run: its --time-budget of 1e-300 minutes was spent before the first step" in err

@@ -254,8 +254,9 @@ class Trainer:
             # a resumed run whose budget is already spent trains nothing (every rank agrees); after an epoch,
             # `_ends_here` alone ends the run, so the last epoch trained is always the one validated
             if epoch == first and self.dist.any(int(self.clock.past_budget())):
-                log.warning("the --time-budget of %g minutes was spent before this resume (%.3g s of training): "
-                            "no step trained", self.cfg.time_budget, self.clock.elapsed())
+                if self.resume is not None:  # (a new run stops in _finish, with the reason)
+                    log.warning("the --time-budget of %g minutes was spent before this resume (%.3g s of training):"
+                                " no step trained", self.cfg.time_budget, self.clock.elapsed())
                 break
             self.callbacks.call("on_epoch_start", self, epoch)
             self.parts.rewrap_if_needed(self.cfg, self.dist, self.device)
@@ -448,7 +449,9 @@ class Trainer:
         """The final evaluation (with test-time augmentation), summary.json, and the callbacks' fit end."""
         cfg, p, st = self.cfg, self.parts, self.state
         if not st.history and self.resume is None:
-            raise CifarlabError("no epochs were run")
+            spent = (f": its --time-budget of {cfg.time_budget:g} minutes was spent before the first step"
+                     if self.clock.budget_s and self.clock.past_budget() else "")
+            raise CifarlabError(f"no epochs were run{spent}")
         if not self.dist.main:
             self.callbacks.call("on_fit_end", self, {})
             return RunResult(self.run_dir, {}, st.history)
