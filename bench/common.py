@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import platform
 import resource
@@ -65,27 +66,25 @@ def parse_run_args(p: argparse.ArgumentParser, out: str) -> tuple[argparse.Names
     return args, [x for x in extra if x != "--"], folder
 
 
-def stop_with_parent(parent: int) -> None:
-    """In a bench's child, before it runs (Linux): SIGTERM when the bench dies, however it dies (SIGKILL too), so a
-    training run saves last.pt and stops instead of training on alone, beside the next bench or holding its
-    run's lock (the next bench call resumes it). Elsewhere a no-op. Runs between fork and exec: no allocation-heavy
-    work, no locks."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
+def stop_with_parent(prctl, parent: int) -> None:
+    """In a bench's child between fork and exec (Linux): SIGTERM when the bench dies, however it dies (SIGKILL too),
+    so a training run saves last.pt and stops instead of training on alone beside the next bench, holding its run's
+    lock (the next bench call resumes it). Only a system call here: `prctl` was looked up in the parent."""
+    prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the bench died before the call: its signal will not come
         os.kill(os.getpid(), signal.SIGTERM)
 
 
 def child_options() -> dict:
-    """subprocess options for a bench's `cifarlab train` (see `stop_with_parent`)."""
+    """subprocess options for a bench's `cifarlab train` (see `stop_with_parent`); none off Linux."""
     if not sys.platform.startswith("linux"):
         return {}
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return {}
     parent = os.getpid()
-    return {"preexec_fn": lambda: stop_with_parent(parent)}
+    return {"preexec_fn": lambda: stop_with_parent(prctl, parent)}
 
 
 SECONDS_FILE = "command_seconds.txt"  # in a run's folder: the seconds of every bench command that trained it, summed
