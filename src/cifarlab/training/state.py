@@ -66,14 +66,9 @@ class TrainState:
         """Add a completed epoch's row; returns whether it is the best so far. Without a validation split the
         lowest training loss wins (recorded as its negative under the configured metric's direction). An epoch
         not `scored` (no val pass after it, with `val_every`) is neither a new best nor a bad epoch."""
-        improved = False
-        if scored:
-            value = row.get(self.metric, -row["train_loss"])
-            improved = improves(self.metric if self.metric in row else "val_top1", value, self.best)
-            if improved:
-                self.best, self.best_epoch, self.bad_epochs = value, row["epoch"], 0
-            else:
-                self.bad_epochs += 1
+        improved = scored and self._rank(row)
+        if scored and not improved:
+            self.bad_epochs += 1
         self.epoch = row["epoch"]
         self.elapsed = row["elapsed"]
         self.partial = None
@@ -83,10 +78,14 @@ class TrainState:
     def rank_last(self) -> bool:
         """Rank the last epoch, validated after it was recorded (a run that ends on an epoch without a val pass);
         returns whether it is the best so far."""
-        row = self.history[-1]
-        improved = self.metric in row and improves(self.metric, row[self.metric], self.best)
+        return self._rank(self.history[-1])
+
+    def _rank(self, row: dict[str, Any]) -> bool:
+        """Whether the row beats the best so far (then it is the best); see `record_epoch`."""
+        value = row.get(self.metric, -row["train_loss"])
+        improved = improves(self.metric if self.metric in row else "val_top1", value, self.best)
         if improved:
-            self.best, self.best_epoch, self.bad_epochs = row[self.metric], row["epoch"], 0
+            self.best, self.best_epoch, self.bad_epochs = value, row["epoch"], 0
         return improved
 
     def should_stop(self) -> bool:

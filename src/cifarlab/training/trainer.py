@@ -260,11 +260,7 @@ class Trainer:
                 break
             self.callbacks.call("on_epoch_start", self, epoch)
             self.parts.rewrap_if_needed(self.cfg, self.dist, self.device)
-            row = self._train_epoch(epoch)
-            scored = "val_loss" in row or self.parts.val_loader is None  # an epoch without a val pass is not ranked
-            improved = self.state.record_epoch(row, scored=scored)
-            log.info(_epoch_line(row, 0 if self.clock.budget_s else self.cfg.epochs, improved))
-            self.callbacks.call("on_epoch_end", self, row)
+            self._record(self._train_epoch(epoch))
             if self.state.should_stop():
                 log.info("early stop: no better %s for %d epochs (best %.4f at epoch %d)", self.cfg.best_metric,
                          self.state.bad_epochs, self.state.best, self.state.best_epoch)
@@ -282,8 +278,12 @@ class Trainer:
         if st.partial is None or st.partial.epoch != st.epoch or not st.partial.batch:
             return  # every epoch begun was ended (at an epoch's end, _finish scores that epoch if it was not)
         self._start_epoch(st.epoch)
-        row = self._epoch_row(self.epoch_state)
-        improved = st.record_epoch(row, scored="val_loss" in row or self.parts.val_loader is None)
+        self._record(self._epoch_row(self.epoch_state))
+
+    def _record(self, row: dict[str, Any]) -> None:
+        """An ended epoch: its row in the state (ranked if it had a val pass), its line, the callbacks' epoch end."""
+        scored = "val_loss" in row or self.parts.val_loader is None  # an epoch without a val pass is not ranked
+        improved = self.state.record_epoch(row, scored=scored)
         log.info(_epoch_line(row, 0 if self.clock.budget_s else self.cfg.epochs, improved))
         self.callbacks.call("on_epoch_end", self, row)
 
