@@ -89,9 +89,6 @@ class Config:
     #                           small proxy net finds hardest (highest loss); 1 = every image (off)
     select_proxy_widths: list = field(default_factory=lambda: [32, 64, 64])  # the proxy: a fast net of these widths
     select_proxy_every: int = 4  # the proxy takes an SGD step on the selected images every this many steps
-    skip_easy: float = 0.0  # each epoch, skip each image whose last training loss is below the mean with this
-    #                         probability; the kept ones of those weigh 1/(1 - skip_easy) (InfoBatch; needs a budget)
-    skip_easy_until: float = 0.875  # the share of the time budget after which every image trains again
 
     # --- learning-rate schedule (pure functions of the step, see training/schedules.py) ---------------------
     schedule: str = "cosine"  # constant | multistep | exponential | cosine | cyclic | onecycle | triangle | plateau
@@ -224,8 +221,6 @@ _BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "plateau_factor": (0, 1, False, True),
     "tta_margin": (0, 1, True, True),
     "select_keep": (0, 1, False, True),
-    "skip_easy": _UNIT,
-    "skip_easy_until": (0, 1, False, True),
     "distill_alpha": (0, 1, True, True),
     "distill_temperature": _POSITIVE,
     "onecycle_pct_start": (0, 1, False, False),
@@ -300,13 +295,6 @@ def validate(cfg: Config) -> Config:
             raise CifarlabError(f"config key 'resize_schedule' item {i} must be [from_epoch >= 0, size in [8, "
                                 f"{MAX_RESIZE}]]; "
                                 f"got {item!r}")
-    if cfg.skip_easy > 0:
-        if not cfg.time_budget:
-            raise CifarlabError("skip_easy needs a --time-budget: its epochs have fewer steps than the data set has "
-                                "batches, so the schedules must follow the clock")
-        if cfg.select_keep < 1 or cfg.teacher:
-            raise CifarlabError(f"skip_easy does not combine with {'select_keep < 1' if cfg.select_keep < 1 else 'a teacher'}"
-                                "; use one of them")
     widths = cfg.select_proxy_widths
     if not (isinstance(widths, (list, tuple)) and len(widths) == 3
             and all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 4096 for w in widths)):

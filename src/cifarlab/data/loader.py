@@ -57,10 +57,7 @@ class BatchLoader:
             self.flip_bits = torch.rand(len(data), generator=epoch_generator(seed, 0, stream=2)) < 0.5
 
     def __len__(self) -> int:
-        return self.batches(len(self.labels))
-
-    def batches(self, n: int) -> int:
-        """Batches in an epoch of `n` images."""
+        n = len(self.labels)
         full, tail = divmod(n, self.batch_size)
         # a tail too small to give every rank an image is dropped on all ranks alike
         return full + (tail > 0 and not self.drop_last and tail >= self.world)
@@ -84,23 +81,12 @@ class BatchLoader:
               ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of `epoch`, starting at batch `start_batch` (for resuming mid-epoch); the resize schedule is
         read at `size_epoch` when given (a time-budgeted run's progress), else at `epoch`."""
-        for _, x, y in self.indexed_epoch(epoch, start_batch, size_epoch):
-            yield x, y
-
-    def indexed_epoch(self, epoch: int = 0, start_batch: int = 0, size_epoch: float | None = None,
-                      subset: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """(indices into the data set, images, labels) batches of :meth:`epoch`; with `subset` (indices), only
-        those images, in the order the epoch's permutation gives them."""
         order = self.order(epoch)
-        if subset is not None:
-            member = torch.zeros(len(self.labels), dtype=torch.bool)
-            member[subset] = True
-            order = order[member[order]]
         ctx = Context(epoch_generator(self.seed, epoch, stream=1), epoch, None, self.flip_bits)
         size = self.size_at(epoch if size_epoch is None else size_epoch)
         if size == self.images.shape[-1]:
             size = None
-        for b in range(self.batches(len(order))):
+        for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             # Draw the augmentation randomness for skipped batches too, so a resumed epoch matches.
             x = self.images[idx.to(self.device)].float().div_(255)
@@ -119,7 +105,6 @@ class BatchLoader:
             if self.world > 1:  # augmented as one global batch; the per-image steps below run on this rank's slice
                 x = torch.tensor_split(x, self.world)[self.rank]
                 y = torch.tensor_split(y, self.world)[self.rank]
-                idx = torch.tensor_split(idx, self.world)[self.rank]
             if self.resize:
                 x = resize_images(x, self.resize, self.interpolation)
             x = (x - self.mean) / self.std
@@ -127,7 +112,7 @@ class BatchLoader:
                 x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield idx, x, y
+            yield x, y
 
     def __iter__(self):
         return self.epoch(0)

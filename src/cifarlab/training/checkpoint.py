@@ -44,7 +44,6 @@ OPTIONAL_KEYS = {
     "imported_from": "the state-dict file an imported checkpoint was made from",
     "pruned_from": "the checkpoint a pruned one was cut from (cifarlab prune)",
     "selector": "hard-example selection's proxy (select_keep < 1): {model, optimizer} state dicts, for --resume",
-    "skip": "skipping easy images (skip_easy > 0): {scores, weights, kept, epoch}, for --resume",
 }
 TRAINING_KEYS = {
     "train_state": "the TrainState: epoch, step, best, best_epoch, bad_epochs, elapsed, partial epoch, history",

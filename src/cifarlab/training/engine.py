@@ -16,7 +16,6 @@ from ..device import autocast
 from ..errors import CifarlabError, Diverged
 from ..metrics import confusion_matrix, topk_correct
 from .optim import set_lrs
-from .skip import EasySkipper
 from .state import EpochState
 
 
@@ -38,7 +37,7 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
                     loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                     size_epoch: float | None = None,
                     select: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None
-                    = None, skip: EasySkipper | None = None) -> EpochState:
+                    = None) -> EpochState:
     """Train on the remaining batches of `state.epoch` (all of them, or until `stop()` says so), updating
     `state`. `lr_fn(step)` gives each optimizer group's LR; `after_step(step, state)` runs after each optimizer
     step (the trainer's callbacks: weight averaging, checkpoints, loggers).
@@ -46,18 +45,14 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
     when one of them diverges, instead of the others waiting for it in the next gradient all-reduce.
     `loss_fn(logits, x, y)` replaces the cross-entropy (e.g. distillation, which also needs the batch).
     `size_epoch` is where the loader reads its resize schedule (default: the epoch itself).
-    `select(x, y, step)` returns the part of each batch the model trains on (hard-example selection).
-    `skip` chooses the epoch's images and weighs their losses (`skip.begin_epoch` has chosen them)."""
+    `select(x, y, step)` returns the part of each batch the model trains on (hard-example selection)."""
     model.train()
     device = loader.device
     step = first_step
     start = time.perf_counter() - state.train_time
-    subset = skip.kept if skip is not None else None
-    batches = loader.batches(len(subset)) if subset is not None else len(loader)
-    with progress_bar(batches, desc, progress) as bar:
+    with progress_bar(len(loader), desc, progress) as bar:
         bar.update(state.batch)
-        for idx, x, y in loader.indexed_epoch(state.epoch, start_batch=state.batch, size_epoch=size_epoch,
-                                              subset=subset):
+        for x, y in loader.epoch(state.epoch, start_batch=state.batch, size_epoch=size_epoch):
             if select is not None:
                 x, y = select(x, y, step)
             lrs = lr_fn(step)
@@ -65,10 +60,7 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
             lr = lrs[0]  # the logged LR: the first group's (weights, multiplier 1)
             with autocast(device, precision):
                 logits = model(x)
-                shown = None  # the loss logged, when it is not the one trained on
-                if skip is not None:
-                    loss, shown = skip.loss(logits.float(), y, idx, label_smoothing)
-                elif loss_fn is None:
+                if loss_fn is None:
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
                 else:
                     loss = loss_fn(logits.float(), x, y)
@@ -84,8 +76,6 @@ def train_one_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.opti
             if grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
-            if shown is not None:
-                loss_value = shown.item()
             state.batch += 1
             state.loss_sum += loss_value * len(y)
             hard = y.argmax(1) if y.is_floating_point() else y  # mixed targets: their larger share counts

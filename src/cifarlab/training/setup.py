@@ -26,7 +26,6 @@ from .engine import TTA_VIEWS
 from .optim import OPTIMIZERS, make_optimizer
 from .schedules import SCHEDULES, Plateau, make_plateau
 from .select import HardSelector
-from .skip import EasySkipper
 
 log = logging.getLogger("cifarlab")
 
@@ -62,7 +61,6 @@ class Parts:
     wrapped_for: tuple[bool, ...]  # which parameters trained when DDP was built
     teacher: Teacher | None = None  # distillation's teacher (config key `teacher`)
     selector: HardSelector | None = None  # hard-example selection's proxy (config key `select_keep`)
-    skipper: EasySkipper | None = None  # the images each epoch skips (config key `skip_easy`)
 
     @property
     def num_classes(self) -> int:
@@ -104,9 +102,6 @@ def build_parts(cfg: Config, dist: DistContext, device: torch.device, resuming: 
     check_model(cfg.model, **model_args_of(cfg))
     if cfg.teacher and not Path(cfg.teacher).is_file():
         raise CifarlabError(f"teacher {cfg.teacher} is not a file (a cifarlab checkpoint or an exported .onnx)")
-    if cfg.skip_easy > 0 and dist.enabled:
-        raise CifarlabError("skip_easy does not run under torchrun yet: each process would score only its share "
-                            "of the images; train on one process or set skip_easy 0")
     if cfg.select_keep < 1 and dist.enabled:
         raise CifarlabError("select_keep < 1 (hard-example selection) does not run under torchrun yet: each "
                             "process would train its own proxy; train on one process or set select_keep 1")
@@ -166,6 +161,4 @@ def build_parts(cfg: Config, dist: DistContext, device: torch.device, resuming: 
                  train_model=torch.compile(train_model) if cfg.compile else train_model, optimizer=optimizer,
                  plateau=make_plateau(cfg), average=average, train_loader=train_loader, val_loader=val_loader,
                  started=t0, wrapped_for=tuple(p.requires_grad for p in model.parameters()), teacher=teacher,
-                 selector=selector,
-                 skipper=EasySkipper(len(splits.train), cfg.skip_easy, cfg.skip_easy_until, cfg.seed)
-                 if cfg.skip_easy > 0 else None)
+                 selector=selector)

@@ -229,8 +229,6 @@ class Trainer:
             p.plateau.load_state_dict(r["plateau"])
         if p.selector is not None and r.get("selector") is not None:
             p.selector.load_state_dict(r["selector"])
-        if p.skipper is not None and r.get("skip") is not None:
-            p.skipper.load_state_dict(r["skip"])
         saved = dict(r["train_state"])
         # metrics.jsonl loses what was written after the checkpoint; a version-1 checkpoint's history comes from it
         rows = _previous_epochs(self.run_dir / "metrics.jsonl", saved["epoch"], self.dist.main)
@@ -299,8 +297,6 @@ class Trainer:
         if es.size_epoch is None:  # a resumed epoch finishes at the size it started with
             es.size_epoch = self._size_epoch(epoch)
         self._image_size = p.train_loader.size_at(es.size_epoch) if cfg.resize_schedule else None
-        if p.skipper is not None:  # (a time budget: the share of the clock used so far)
-            p.skipper.begin_epoch(epoch, self.clock.progress(self.state.step) / self.clock.total_steps)
         return es
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
@@ -314,7 +310,7 @@ class Trainer:
                                                                             f"/{cfg.epochs}"),
                         after_step=self._after_step, stop=self._stop_now, precision=cfg.precision,
                         any_rank=self._agree if self.dist.enabled else None, loss_fn=self._loss_fn(),
-                        size_epoch=size_epoch, select=p.selector, skip=p.skipper)
+                        size_epoch=size_epoch, select=p.selector)
         if self.signalled and not es.complete:
             self.stopped_by_signal = True
             raise Interrupted(self._signal or signal.SIGTERM, str(self.run_dir), self.state.step)
@@ -434,8 +430,6 @@ class Trainer:
                     "plateau": p.plateau.state_dict() if p.plateau is not None else None}
         if p.selector is not None:
             training["selector"] = p.selector.state_dict()
-        if p.skipper is not None:
-            training["skip"] = p.skipper.state_dict()
         return build_checkpoint(model=self.cfg.model, model_args=p.model_args, classes=p.splits.classes,
                                 mean=p.mean, std=p.std, state_dict=p.evaluated().state_dict(),
                                 config=self.saved_config, metrics=metrics, epoch=st.epoch, step=st.step,
