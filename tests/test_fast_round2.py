@@ -458,3 +458,87 @@ def test_the_reserve_for_the_final_evaluation_counts_one_plain_pass_and_the_unsu
     # no val pass timed yet: a pass is a third of training's time per image, the unsure share the prior
     untimed = {"train_time": 60.0, "images": 900}
     assert reserve(untimed, tta_margin=0.5) == pytest.approx(60 / 900 * 300 / 3 * (1 + views * UNSURE_PRIOR))
+
+
+class _Frozen(cifarlab.Callback):
+    """Which parameters each epoch changed: {epoch: set of parameter names}."""
+
+    def __init__(self):
+        self.before: dict[str, torch.Tensor] = {}
+        self.changed: dict[int, set[str]] = {}
+
+    def on_epoch_start(self, trainer, epoch) -> None:
+        self.before = {n: p.detach().clone() for n, p in trainer.parts.model.named_parameters()}
+
+    def on_epoch_end(self, trainer, row) -> None:
+        self.changed[row["epoch"]] = {n for n, p in trainer.parts.model.named_parameters()
+                                      if not torch.equal(p, self.before[n])}
+
+
+def test_freeze_early_stops_the_named_modules_from_the_share_of_the_epochs_on(tmp_path):
+    make_cifar10_python(tmp_path, per_batch=20, test=10)
+    seen = _Frozen()
+    cifarlab.train(data=str(tmp_path), model="fast94", model_args={"widths": [8, 16, 16]}, epochs=4, batch_size=20,
+                   lr=0.05, freeze_early_after=0.5, freeze_early_modules=["groups.0"], val_every=0,
+                   out=str(tmp_path / "r"), progress=False, report=False, callbacks=[seen])
+    trainable = {n for n, p in create_model("fast94", widths=[8, 16, 16]).named_parameters() if p.requires_grad}
+    early = {n for n in trainable if n.startswith("groups.0.")}  # (BN scales are frozen at 1 from the start)
+    assert early and early <= seen.changed[1] and early <= seen.changed[2]  # epochs 1-2: shares 0 and 1/4
+    assert not early & (seen.changed[3] | seen.changed[4])  # from half the epochs on, group 0 is left as it was
+    assert (trainable - early) - {"whiten.bias"} <= seen.changed[4]  # the rest trains on
+
+
+def test_under_a_budget_freeze_early_follows_the_clock(tmp_path, monkeypatch):
+    import cifarlab.training.clock as clock_module
+    import cifarlab.training.setup as setup_module
+    import cifarlab.training.trainer as trainer_module
+
+    make_cifar10_python(tmp_path, per_batch=100, test=10)
+    clock = _StepClock()  # 2.5 epochs of the plan's 2 fit the budget: epochs 2 and 3 start at shares 0.4 and 0.8
+    seen = _Frozen()
+    for module in (clock_module, setup_module, trainer_module):
+        monkeypatch.setattr(module, "time", clock)
+    cifarlab.train(data=str(tmp_path), model="fast94", model_args={"widths": [8, 16, 16]}, epochs=2, batch_size=25,
+                   lr=0.05, val_every=0, time_budget=1, freeze_early_after=0.6, freeze_early_modules=["groups.0."],
+                   out=str(tmp_path / "r"), progress=False, report=False, callbacks=[clock, seen])
+    monkeypatch.undo()
+    early = {n for n, p in create_model("fast94", widths=[8, 16, 16]).named_parameters()
+             if p.requires_grad and n.startswith("groups.0.")}
+    assert early <= seen.changed[1] and early <= seen.changed[2] and not early & seen.changed[3]
+
+
+def test_a_run_resumed_inside_an_epoch_freezes_as_that_epoch_began():
+    from cifarlab.training.state import EpochState
+
+    trainer = SimpleNamespace(cfg=SimpleNamespace(epochs=10), state=SimpleNamespace(partial=EpochState(4)),
+                              _size_epoch=lambda epoch: 7.5)  # the clock now: 75%
+    trainer.state.partial.size_epoch = 5.0  # when epoch 5 began: 50%
+    assert Trainer.share_at_epoch_start(trainer, 4) == 0.5
+    assert Trainer.share_at_epoch_start(trainer, 5) == 0.75  # a new epoch reads the clock
+
+
+def test_module_prefixes_match_whole_names():
+    from cifarlab.training.callbacks import under
+
+    assert under("groups.0.conv1.weight", ["groups.0"]) and under("groups.0.bn1.bias", ["groups.0."])
+    assert not under("groups.01.conv1.weight", ["groups.0"]) and not under("groups.1.conv1.weight", ["groups.0"])
+    assert under("head.weight", ["head.weight"]) and not under("head.weight", [])
+
+
+@pytest.mark.parametrize("bad, message", [({"freeze_early_after": 0.5}, "names no module"),
+                                          ({"freeze_early_after": 1.0}, "freeze_early_after"),
+                                          ({"freeze_early_after": float("nan")}, "freeze_early_after"),
+                                          ({"freeze_early_modules": "groups.0"}, "freeze_early_modules. expects list"),
+                                          ({"freeze_early_modules": [""]}, "list of parameter-name prefixes"),
+                                          ({"freeze_early_modules": [3]}, "list of parameter-name prefixes")])
+def test_bad_freeze_early_settings_are_one_line(bad, message):
+    with pytest.raises(CifarlabError, match=message):
+        make_config(model="fast94", **bad)
+
+
+def test_a_module_the_model_lacks_is_named_before_training(tmp_path):
+    make_cifar10_python(tmp_path, per_batch=20, test=10)
+    with pytest.raises(CifarlabError, match=r"fast94 has no parameters under 'layer1'; its top-level modules are "
+                                            r"groups, head, whiten"):
+        cifarlab.train(data=str(tmp_path), model="fast94", epochs=1, freeze_early_after=0.5,
+                       freeze_early_modules=["layer1"], out=str(tmp_path / "r"), progress=False, report=False)
