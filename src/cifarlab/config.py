@@ -85,10 +85,6 @@ class Config:
     lookahead: bool = False  # after each average update, reset the live weights to the average
     ema_ramp: float = 0.0  # the average's keep factor grows as (training progress) ** ema_ramp (0 = constant)
     stem_bias_epochs: float = 0.0  # fast nets: freeze the whitening stem's bias after this many epochs (0 = never)
-    freeze_early_after: float = 0.0  # the share of training (of the epochs, or of a budget's clock) from which the
-    #                                  parameters under freeze_early_modules stop training (0 = never)
-    freeze_early_modules: list = field(default_factory=list)  # their name prefixes: [groups.0] is a fast net's first
-    #                                                           conv group, [conv1, bn1, layer1] a ResNet's first stage
     select_keep: float = 1.0  # hard-example selection: the model trains on this share of each batch, the images a
     #                           small proxy net finds hardest (highest loss); 1 = every image (off)
     select_proxy_widths: list = field(default_factory=lambda: [32, 64, 64])  # the proxy: a fast net of these widths
@@ -216,8 +212,7 @@ _AT_LEAST_0 = (0, _INF, True, False)
 _POSITIVE = (0, _INF, False, False)
 _UNIT = (0, 1, True, False)  # [0, 1)
 _BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
-    **dict.fromkeys(("dropout", "block_dropout", "label_smoothing", "momentum", "muon_momentum", "ema_decay",
-                     "freeze_early_after"), _UNIT),
+    **dict.fromkeys(("dropout", "block_dropout", "label_smoothing", "momentum", "muon_momentum", "ema_decay"), _UNIT),
     **dict.fromkeys(("lr", "weight_decay", "grad_clip", "min_lr", "warmup_epochs", "ema_ramp", "stem_bias_epochs",
                      "final_lr_frac", "plateau_threshold", "cyclic_base_lr", "val_split"), _AT_LEAST_0),
     "time_budget": (0, 525_600, True, True),  # minutes: up to a year (1e308 would make the clock's seconds inf)
@@ -300,12 +295,6 @@ def validate(cfg: Config) -> Config:
             raise CifarlabError(f"config key 'resize_schedule' item {i} must be [from_epoch >= 0, size in [8, "
                                 f"{MAX_RESIZE}]]; "
                                 f"got {item!r}")
-    modules = cfg.freeze_early_modules
-    if not (isinstance(modules, (list, tuple)) and all(isinstance(m, str) and m.strip(".") for m in modules)):
-        raise CifarlabError("config key 'freeze_early_modules' must be a list of parameter-name prefixes (e.g. "
-                            f"[groups.0]); got {modules!r}")
-    if cfg.freeze_early_after > 0 and not modules:
-        raise CifarlabError("freeze_early_after is set but freeze_early_modules names no module to freeze")
     widths = cfg.select_proxy_widths
     if not (isinstance(widths, (list, tuple)) and len(widths) == 3
             and all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 4096 for w in widths)):

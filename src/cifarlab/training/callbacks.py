@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -92,17 +92,6 @@ class FreezeSchedule(Callback):
                 param.requires_grad_(name.startswith(head) or not frozen)
         if cfg.stem_bias_epochs and epoch >= cfg.stem_bias_epochs and hasattr(model, "whiten"):
             model.whiten.bias.requires_grad_(False)  # the stem's bias has settled; stop paying for it
-        if cfg.freeze_early_after and trainer.share_at_epoch_start(epoch) >= cfg.freeze_early_after:
-            # the early layers have settled: their backward pass (and the next layer's gradient for them) stops
-            for name, param in model.named_parameters():
-                if under(name, cfg.freeze_early_modules):
-                    param.requires_grad_(False)
-
-
-def under(name: str, prefixes: Sequence[str]) -> bool:
-    """Whether parameter `name` lies under one of the module-name `prefixes` ("groups.0" holds "groups.0.conv1.weight",
-    not "groups.01.bias")."""
-    return any(name == p or name.startswith(p.rstrip(".") + ".") for p in prefixes)
 
 
 class WeightAveraging(Callback):

@@ -19,7 +19,6 @@ from ..errors import CifarlabError
 from ..models import count_params, create_model
 from ..models.registry import check_model, resolve_model_args
 from ..models.weights import head_of, load_weights, read_state_dict
-from .callbacks import under
 from .distill import Teacher
 from .distributed import DistContext, rewrap_model, wrap_model
 from .ema import WeightAverage
@@ -138,12 +137,6 @@ def build_parts(cfg: Config, dist: DistContext, device: torch.device, resuming: 
     if hasattr(model, "init_from_data") or cfg.select_keep < 1:
         pick = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(cfg.seed))[:5000]
         whitening = normalize(splits.train.images[pick], mean, std)
-    names = [name for name, _ in model.named_parameters()]
-    for prefix in cfg.freeze_early_modules:
-        if not any(under(name, [prefix]) for name in names):
-            tops = sorted({name.split(".")[0] for name in names})
-            raise CifarlabError(f"freeze_early_modules: {cfg.model} has no parameters under {prefix!r}; its "
-                                f"top-level modules are {', '.join(tops)}")
     if hasattr(model, "init_from_data"):  # e.g. the fast nets' patch-whitening stem
         model.init_from_data(whitening)
     model = model.to(device)

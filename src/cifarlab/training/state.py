@@ -27,8 +27,7 @@ class EpochState:
     train_time: float = 0.0
     steps: list = field(default_factory=list)
     complete: bool = False
-    size_epoch: float | None = None  # where the schedules stood at the epoch's start, in epochs (a budget's clock): the
-    #                                  resize schedule and freeze_early_after read it
+    size_epoch: float | None = None  # where the resize schedule was read at the epoch's start (a budget's clock)
 
     def totals(self) -> dict:
         return {"train_loss": self.loss_sum / max(1, self.seen), "train_top1": self.correct / max(1, self.seen),

@@ -319,17 +319,9 @@ class Trainer:
     def _size_epoch(self, epoch: int) -> float:
         """Where the resize schedule is read for this epoch: the epoch, or under a time budget the epoch the
         schedules have reached on the clock, so the last part of the budget trains at full size."""
-        if not self.clock.budget_s:
+        if not self.clock.budget_s or not self.cfg.resize_schedule:
             return epoch
         return self.clock.progress(self.state.step) / self.steps_per_epoch
-
-    def share_at_epoch_start(self, epoch: int) -> float:
-        """The share of training done when `epoch` began (0-1): of the epochs, or of a time budget's clock. A run
-        resumed inside the epoch reads the share saved when it began, so its schedules decide as they did then."""
-        partial = self.state.partial
-        if partial is not None and partial.epoch == epoch and partial.size_epoch is not None:
-            return partial.size_epoch / self.cfg.epochs
-        return self._size_epoch(epoch) / self.cfg.epochs
 
     def _loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None:
         """The step's loss when it is not plain cross-entropy: Hinton's distillation loss with a teacher."""
