@@ -99,17 +99,24 @@ def port(source: str, device: str, runs: int) -> str:
     return text
 
 
+def make_folder(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CifarlabError(f"airbench_port: cannot make the folder {path}: {exc.strerror or exc}") from None
+
+
 def write_data(data: str, folder: Path, seed: int = 0) -> tuple[int, int]:
     """cifarlab's split of `data` in airbench's format, under `folder`/cifar10; (train, val) image counts."""
     splits = load_splits(data, 0.1, 0)
     if splits.val is None:
         raise CifarlabError(f"airbench_port: {data} gives no validation split")
     order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(seed))
+    make_folder(folder / "cifar10")
     for name, part, index in (("train.pt", splits.train, order), ("test.pt", splits.val, None)):
         images, labels = (part.images, part.labels) if index is None else (part.images[index], part.labels[index])
         record = {"images": images.permute(0, 2, 3, 1).contiguous(), "labels": labels.long(),
                   "classes": list(splits.classes)}
-        (folder / "cifar10").mkdir(parents=True, exist_ok=True)
         with atomic_write(folder / "cifar10" / name, "wb", what="airbench data") as f:
             torch.save(record, f)
     return len(splits.train), len(splits.val)
@@ -134,7 +141,7 @@ def main() -> int:
                                 f"{getattr(exc, 'strerror', None) or exc}") from None
         text = port(source, args.device, args.runs)
         out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+        make_folder(out)
         script = out / f"airbench94_{args.device}.py"
         write_bytes(script, text.encode())
         train, val = write_data(args.data, out)
@@ -146,7 +153,13 @@ def main() -> int:
     if args.no_run:
         return 0
     start = time.perf_counter()
-    code = subprocess.call([sys.executable, script.name], cwd=out)
+    child = subprocess.Popen([sys.executable, script.name], cwd=out)
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached the port too (one process group): let it end, then say so
+        child.wait()
+        print(f"airbench_port: interrupted after {time.perf_counter() - start:,.1f} s", file=sys.stderr)
+        return 130
     wall = time.perf_counter() - start
     print(f"airbench94_muon port ({args.device}, {args.runs} run{'s' * (args.runs > 1)}): command wall {wall:,.1f} s, "
           f"peak RSS {peak_rss_gib():.2f} GiB, exit {code}", flush=True)

@@ -170,6 +170,10 @@ def test_a_resume_at_an_epochs_end_with_nothing_left_to_train_scores_and_ranks_t
     assert best["epoch"] == 1 and best["metrics"]["val_top1"] == res.summary["best"]
     assert all(torch.equal(best["state_dict"][k], v) for k, v in stopped.items())
     assert "at epoch -1" not in caplog.text and "done: best val_top1" in caplog.text
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in rows if r["type"] == "epoch"]
+    assert len(epochs) == 1 and epochs[0]["val_top1"] == res.summary["best"]  # the late val pass is in its line
+    assert len(rows) > 1 and all(r["type"] == "step" for r in rows[:-1])  # the step lines are kept
 
 
 def test_a_new_run_whose_budget_is_spent_before_its_first_step_says_so_in_one_line(tmp_path, capsys):

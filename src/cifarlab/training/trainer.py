@@ -459,6 +459,7 @@ class Trainer:
             # the run ended on an epoch without a val pass (resumed at an epoch's end, it trained nothing more):
             # that epoch's weights are scored now, and ranked, so best.pt is never missing from a run with a split
             self._validate(st.history[-1], last=True)
+            _rewrite_epoch_row(self.run_dir / "metrics.jsonl", st.history[-1])  # its line now has the val figures
             log.info("final weights: val top1 %.2f%%", 100 * st.history[-1]["val_top1"])
             if st.rank_last():
                 self.save(("best.pt", "last.pt"), metrics=st.history[-1])
@@ -524,6 +525,13 @@ def _previous_epochs(path: Path, upto: int, rewrite: bool = True) -> list[dict]:
     if rewrite and path.is_file():
         write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
     return [r for r in kept if r["type"] == "epoch"]
+
+
+def _rewrite_epoch_row(path: Path, row: dict) -> None:
+    """Replace the line of `row`'s epoch in metrics.jsonl by `row` (scored after the line was written)."""
+    if path.is_file():
+        rows = [row if r.get("type") == "epoch" and r.get("epoch") == row["epoch"] else r for r in read_jsonl(path)]
+        write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def _epoch_line(row: dict, epochs: int, improved: bool) -> str:
