@@ -135,3 +135,14 @@ def assert_annealed_on_the_clock(lrs: list[float], train_s: float, budget_s: flo
     assert lrs[-1] <= lr_min + (lr_max - lr_min) * (1 + math.cos(math.pi * last_seen)) / 2 + 1e-4
     assert lrs[0] > 0.9 * lr_max
     assert all(a >= b - 1e-12 for a, b in zip(lrs, lrs[1:], strict=False))  # follows the clock monotonically
+
+
+def load_bench(name: str):
+    """bench/NAME.py as a module: the benches are scripts, not a package (their own `import common` finds
+    bench/common.py, which each puts on sys.path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,7 +3,6 @@ written in airbench's format holding exactly cifarlab's val split."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -13,17 +12,14 @@ import torch
 
 from cifarlab.data import load_splits
 from cifarlab.errors import CifarlabError
-from datagen import make_cifar10_python
+from datagen import load_bench, make_cifar10_python
 
 BENCH = Path(__file__).parents[1] / "bench"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("airbench_port", BENCH / "airbench_port.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("airbench_port")
 
 
 def _source(bench, leave_out: int | None = None) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,16 +11,14 @@ from pathlib import Path
 import pytest
 
 from cifarlab.files import RunLock
+from datagen import load_bench
 
 BENCH = Path(__file__).parents[1] / "bench"
 
 
 @pytest.fixture(scope="module")
 def curve():
-    spec = importlib.util.spec_from_file_location("budget_curve", BENCH / "budget_curve.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("budget_curve")
 
 
 @pytest.fixture()
