@@ -38,7 +38,7 @@ from common import machine, peak_rss_gib  # noqa: E402
 
 from cifarlab.data import load_splits  # noqa: E402
 from cifarlab.errors import CifarlabError  # noqa: E402
-from cifarlab.files import atomic_write, write_bytes  # noqa: E402
+from cifarlab.files import atomic_write, make_dir, write_text  # noqa: E402
 
 _TIMERS = re.compile(r"    starter = torch\.cuda\.Event\(enable_timing=True\)\n.*?starter\.elapsed_time\(ender\)\n",
                      re.DOTALL)
@@ -99,20 +99,13 @@ def port(source: str, device: str, runs: int) -> str:
     return text
 
 
-def make_folder(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CifarlabError(f"airbench_port: cannot make the folder {path}: {exc.strerror or exc}") from None
-
-
 def write_data(data: str, folder: Path, seed: int = 0) -> tuple[int, int]:
     """cifarlab's split of `data` in airbench's format, under `folder`/cifar10; (train, val) image counts."""
     splits = load_splits(data, 0.1, 0)
     if splits.val is None:
         raise CifarlabError(f"airbench_port: {data} gives no validation split")
     order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(seed))
-    make_folder(folder / "cifar10")
+    make_dir(folder / "cifar10", "airbench data folder")
     for name, part, index in (("train.pt", splits.train, order), ("test.pt", splits.val, None)):
         images, labels = (part.images, part.labels) if index is None else (part.images[index], part.labels[index])
         record = {"images": images.permute(0, 2, 3, 1).contiguous(), "labels": labels.long(),
@@ -141,9 +134,9 @@ def main() -> int:
                                 f"{getattr(exc, 'strerror', None) or exc}") from None
         text = port(source, args.device, args.runs)
         out = Path(args.out)
-        make_folder(out)
+        make_dir(out, "airbench port folder")
         script = out / f"airbench94_{args.device}.py"
-        write_bytes(script, text.encode())
+        write_text(script, text)
         train, val = write_data(args.data, out)
     except CifarlabError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -87,4 +87,5 @@ def test_the_command_writes_the_port_or_ends_in_one_line(bench, tmp_path):
     (tmp_path / "a-file").write_text("")
     bad = subprocess.run(cmd[:-4] + ["--out", str(tmp_path / "a-file"), "--no-run", "--source",
                                      str(tmp_path / "airbench94_muon.py")], capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "cannot make the folder" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "could not create airbench port folder" in bad.stderr
+    assert "a file of that name is in the way" in bad.stderr

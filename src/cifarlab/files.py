@@ -116,6 +116,11 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> Path:
+    """Replace a line log with `rows`, one JSON object a line, whole or not at all (read back by read_jsonl)."""
+    return write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
 def make_dir(path: str | Path, what: str = "folder") -> Path:
     """Create a folder (and its parents) to write into; a file in the way or a refusal is one line naming it
     (``what`` says what the folder is for: "folder", "run directory", ...)."""

@@ -34,7 +34,7 @@ from ..config import RESUMABLE, Config, apply_overrides, find_recipe, make_confi
 from ..data.fetch import data_reference
 from ..device import native_bf16, resolve_device, resolve_precision
 from ..errors import CifarlabError, Interrupted
-from ..files import RunLock, make_dir, read_jsonl, write_text
+from ..files import RunLock, make_dir, read_jsonl, write_jsonl, write_text
 from ..models import count_params
 from ..models.registry import resolve_model_args
 from . import probe
@@ -523,7 +523,7 @@ def _previous_epochs(path: Path, upto: int, rewrite: bool = True) -> list[dict]:
     kept = [r for r in rows if (r.get("type") == "epoch" and r["epoch"] <= upto)
             or (r.get("type") == "step" and r["epoch"] < upto)]
     if rewrite and path.is_file():
-        write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+        write_jsonl(path, kept)
     return [r for r in kept if r["type"] == "epoch"]
 
 
@@ -531,7 +531,7 @@ def _rewrite_epoch_row(path: Path, row: dict) -> None:
     """Replace the line of `row`'s epoch in metrics.jsonl by `row` (scored after the line was written)."""
     if path.is_file():
         rows = [row if r.get("type") == "epoch" and r.get("epoch") == row["epoch"] else r for r in read_jsonl(path)]
-        write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+        write_jsonl(path, rows)
 
 
 def _epoch_line(row: dict, epochs: int, improved: bool) -> str:
